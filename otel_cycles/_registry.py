@@ -1,0 +1,114 @@
+"""Open reservations, keyed by the span they guard.
+
+The callback adds an entry when it reserves for a span; whoever sees the span finish first (the span processor's
+`on_end`, or the callback's end-of-run sweep) pops it and settles it. Popping is atomic, so a reservation is settled
+exactly once even with several processors attached or hooks on LangChain's executor threads.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry.trace import Span
+
+from otel_cycles.pricing import ModelId
+
+if TYPE_CHECKING:
+    from otel_cycles._accounting import Outcome
+    from otel_cycles._settlement import Settlement
+
+SpanKey = tuple[int, int]
+"""(trace_id, span_id) of a span."""
+
+
+def span_key(span: Any) -> SpanKey | None:
+    """The registry key of an SDK span or ReadableSpan, or None for non-recording/foreign objects."""
+    context = getattr(span, "context", None) or getattr(span, "get_span_context", lambda: None)()
+    if context is None:
+        return None
+    return (context.trace_id, context.span_id)
+
+
+@dataclass
+class RunState:
+    """Per-agent-run state, kept in the AnyAgent `Context.shared` dict (one Context per `run_async`)."""
+
+    run_id: str
+    default_provider: str | None = None
+    denial: Any = None
+    """The BudgetExceeded that stopped a tool call a framework swallowed; the next LLM call re-raises it."""
+    keys: set[SpanKey] = field(default_factory=set)
+    """Spans of this run with an open reservation."""
+    last_ticket: int = 0
+    """Settlement ticket of the run's latest commit or release; the end of the run waits for it."""
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    """Guards `denial`, `keys` and `last_ticket` (LangChain runs hooks on executor threads)."""
+
+
+@dataclass
+class PendingReservation:
+    """A reservation (or a fail-open call) waiting for its span to finish."""
+
+    span: Span
+    run: RunState
+    settlement: Settlement
+    kind: str
+    """`llm.completion` or `tool.execution`."""
+    action: dict[str, Any]
+    subject: dict[str, Any]
+    estimate: int
+    idempotency_key: str
+    reservation_id: str | None
+    """None when the authority was unreachable and fail-open let the call through (settled as an event)."""
+    scope_path: str | None = None
+    model: ModelId | None = None
+    tool_cost: int | None = None
+    """Flat cost of a tool call, committed when the tool finishes."""
+    outcome: Outcome | None = None
+    """Set by the callback's after-hook, so the processor commits exactly what the span says."""
+
+
+class PendingRegistry:
+    """Thread-safe map from span key to its open reservation."""
+
+    def __init__(self) -> None:
+        # Guards _entries; never held while calling out.
+        self._lock = threading.Lock()
+        self._entries: dict[SpanKey, PendingReservation] = {}
+
+    def add(self, key: SpanKey, pending: PendingReservation) -> None:
+        with self._lock:
+            self._entries[key] = pending
+        with pending.run.lock:
+            pending.run.keys.add(key)
+
+    def get(self, key: SpanKey) -> PendingReservation | None:
+        with self._lock:
+            return self._entries.get(key)
+
+    def pop(self, key: SpanKey) -> PendingReservation | None:
+        with self._lock:
+            pending = self._entries.pop(key, None)
+        if pending is not None:
+            with pending.run.lock:
+                pending.run.keys.discard(key)
+        return pending
+
+    def open_for_run(self, run: RunState) -> Iterator[tuple[SpanKey, PendingReservation]]:
+        """The run's reservations whose spans have not finished yet (a snapshot)."""
+        with run.lock:
+            keys = list(run.keys)
+        with self._lock:
+            found = [(key, self._entries[key]) for key in keys if key in self._entries]
+        return iter(found)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+
+REGISTRY = PendingRegistry()
+"""The process-wide registry shared by every callback and processor."""

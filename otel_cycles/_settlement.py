@@ -1,0 +1,252 @@
+"""Settle reservations off the caller's thread: one bounded queue and one worker thread per Cycles client.
+
+A commit is journaled (runcycles' durable journal) on the calling thread before it is queued, so a commit survives a
+slow or restarting authority, a full queue and a killed process: whatever has not landed replays the next time a
+Settlement is created for the same authority and key. The commit itself goes through runcycles' own commit path
+(`CyclesLifecycle._handle_commit`): same-key retries with backoff, Retry-After, the `POST /v1/events` fallback when the
+reservation expired, and never a release after spend. We reuse it rather than re-implement that classification.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry import context as otel_context
+from runcycles import CyclesClient
+from runcycles.lifecycle import CyclesLifecycle
+from runcycles.retry import CommitRetryEngine
+
+from otel_cycles import metrics
+
+__all__ = ["Settlement", "flush_all", "settlement_for"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_QUEUE = 10_000
+_RELEASE_RETRY_DELAYS_S = (0.5, 1.0, 2.0)
+
+
+@dataclass
+class _Op:
+    ticket: int
+    kind: str
+    """`commit` or `release`."""
+    reservation_id: str
+    body: dict[str, Any]
+    event_body: dict[str, Any] | None = None
+    attempt: int = 0
+
+
+@contextmanager
+def suppressed_instrumentation() -> Iterator[None]:
+    """Set the OTel suppression flag so the Cycles client's own HTTP spans never reach our processor."""
+    token = otel_context.attach(otel_context.set_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY, True))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
+class Settlement:
+    """Commits and releases the reservations of one `CyclesClient`, in order, on a background thread.
+
+    Thread-safe. `commit()` and `release()` return a ticket; `wait(ticket)` blocks until that operation (and every
+    earlier one) has been attempted.
+    """
+
+    def __init__(self, client: CyclesClient, *, max_queue: int = DEFAULT_MAX_QUEUE) -> None:
+        self._client = client
+        self._base_url = client._config.base_url
+        self._engine = CommitRetryEngine(client._config)
+        # Building the lifecycle hands the client to the retry engine, which replays any journaled commits a previous
+        # process left behind for this authority and key.
+        with suppressed_instrumentation():
+            self._lifecycle = CyclesLifecycle(client, self._engine, {})
+        self._max_queue = max_queue
+        # _cond guards _queue, _issued, _attempted and _worker.
+        self._cond = threading.Condition()
+        self._queue: deque[_Op] = deque()
+        self._issued = 0
+        self._attempted = 0
+        self._worker: threading.Thread | None = None
+        self._closed = False
+
+    @property
+    def base_url(self) -> str:
+        return self._base_url
+
+    def commit(self, reservation_id: str, body: dict[str, Any], event_body: dict[str, Any]) -> int:
+        """Journal the commit, then queue it. Never raises, never does network I/O."""
+        self._engine.persist_pending(reservation_id, body, event_body)
+        return self._submit("commit", reservation_id, body, event_body)
+
+    def release(self, reservation_id: str, body: dict[str, Any]) -> int:
+        """Queue a release. Never raises, never does network I/O."""
+        return self._submit("release", reservation_id, body)
+
+    def record_event(self, reference: str, event_body: dict[str, Any]) -> None:
+        """Record spend that had no reservation (fail-open) via `POST /v1/events`, journaled and retried."""
+        self._engine.schedule_event(reference, event_body)
+
+    def wait(self, ticket: int, timeout: float) -> bool:
+        """Block until operation `ticket` has been attempted; False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._attempted >= ticket, timeout=timeout)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait for everything queued so far, then for runcycles' background retries; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            ticket = self._issued
+        done = self.wait(ticket, timeout)
+        self._engine.flush(max(0.0, deadline - time.monotonic()))
+        return done
+
+    def close(self, timeout: float) -> bool:
+        """Flush and stop accepting work."""
+        done = self.flush(timeout)
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        return done
+
+    def _submit(
+        self, kind: str, reservation_id: str, body: dict[str, Any], event_body: dict[str, Any] | None = None
+    ) -> int:
+        with self._cond:
+            if self._closed or len(self._queue) >= self._max_queue:
+                overflow = True
+            else:
+                overflow = False
+                self._issued += 1
+                ticket = self._issued
+                self._queue.append(_Op(ticket, kind, reservation_id, body, event_body))
+                self._ensure_worker()
+                self._cond.notify_all()
+        if overflow:
+            return self._overflow(kind, reservation_id, body, event_body)
+        return ticket
+
+    def _overflow(self, kind: str, reservation_id: str, body: dict[str, Any], event_body: dict[str, Any] | None) -> int:
+        metrics.settlement_errors.add(1, {"error.type": "queue_full", "cycles.operation": kind})
+        if kind == "commit":
+            # Already journaled; the retry engine delivers it on its own thread, so nothing is lost.
+            self._engine.schedule(reservation_id, body, event_body)
+        else:
+            logger.warning(
+                "otel-cycles settlement queue full; reservation %s will be returned by the authority at expiry",
+                reservation_id,
+            )
+        with self._cond:
+            return self._issued
+
+    def _ensure_worker(self) -> None:
+        # Called with _cond held.
+        if self._worker is None or not self._worker.is_alive():
+            self._worker = threading.Thread(target=self._run, name="otel-cycles-settlement", daemon=True)
+            self._worker.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: bool(self._queue) or self._closed)
+                if not self._queue:
+                    return
+                op = self._queue.popleft()
+            try:
+                self._execute(op)
+            except Exception:
+                metrics.settlement_errors.add(1, {"error.type": "internal", "cycles.operation": op.kind})
+                logger.exception("otel-cycles failed to settle reservation %s", op.reservation_id)
+            with self._cond:
+                self._attempted = max(self._attempted, op.ticket)
+                self._cond.notify_all()
+
+    def _execute(self, op: _Op) -> None:
+        with suppressed_instrumentation():
+            if op.kind == "commit":
+                assert op.event_body is not None
+                self._lifecycle._handle_commit(op.reservation_id, op.body, op.event_body)
+            else:
+                self._release_once(op)
+
+    def _release_once(self, op: _Op) -> None:
+        response = self._client.release_reservation(op.reservation_id, op.body)
+        if response.is_success or response.status in (404, 409, 410):
+            # 409/410: already finalized or expired; either way nothing is held any more.
+            return
+        retryable = response.is_transport_error or response.is_server_error or response.status == 429
+        if retryable and op.attempt < len(_RELEASE_RETRY_DELAYS_S):
+            delay = _RELEASE_RETRY_DELAYS_S[op.attempt]
+            op.attempt += 1
+            timer = threading.Timer(delay, self._retry_release, args=(op,))
+            timer.daemon = True
+            timer.start()
+            return
+        metrics.settlement_errors.add(1, {"error.type": "release_failed", "cycles.operation": "release"})
+        logger.warning(
+            "otel-cycles could not release reservation %s (status %s); the authority returns it at expiry",
+            op.reservation_id,
+            response.status,
+        )
+
+    def _retry_release(self, op: _Op) -> None:
+        try:
+            self._execute(op)
+        except Exception:
+            logger.exception("otel-cycles failed to release reservation %s", op.reservation_id)
+
+    def _after_fork(self) -> None:
+        # The parent still owns its queued work (and the journal holds the commits); the child starts empty.
+        self._cond = threading.Condition()
+        self._queue = deque()
+        self._issued = self._attempted = 0
+        self._worker = None
+
+
+_settlements: weakref.WeakKeyDictionary[CyclesClient, Settlement] = weakref.WeakKeyDictionary()
+_settlements_lock = threading.Lock()
+
+
+def settlement_for(client: CyclesClient) -> Settlement:
+    """The Settlement of `client`, created on first use."""
+    with _settlements_lock:
+        settlement = _settlements.get(client)
+        if settlement is None:
+            settlement = Settlement(client)
+            _settlements[client] = settlement
+        return settlement
+
+
+def flush_all(timeout: float) -> bool:
+    """Flush every Settlement within one overall `timeout`; False if anything was still pending."""
+    deadline = time.monotonic() + timeout
+    with _settlements_lock:
+        pending = list(_settlements.values())
+    ok = True
+    for settlement in pending:
+        ok = settlement.flush(max(0.0, deadline - time.monotonic())) and ok
+    return ok
+
+
+def _reinit_after_fork() -> None:
+    for settlement in list(_settlements.values()):
+        settlement._after_fork()
+
+
+def _flush_at_exit() -> None:
+    flush_all(timeout=float(os.environ.get("CYCLES_RETRY_FLUSH_TIMEOUT", "10")))
+
+
+os.register_at_fork(after_in_child=_reinit_after_fork)
+atexit.register(_flush_at_exit)

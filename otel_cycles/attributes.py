@@ -1,0 +1,85 @@
+"""Span attribute keys: the accounting that travels with every governed LLM and tool span.
+
+The `cycles.*` keys are ours; the `gen_ai.usage.cost.*` keys follow the OpenTelemetry GenAI cost proposal
+(semantic-conventions-genai PR #443); `gen_ai.usage.input_cost` / `output_cost` are the keys AnyAgent's
+`AgentTrace.cost` sums. These names are a public contract: `collector/config.yaml` and the Grafana dashboard read them.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CYCLES_ACTION_KIND",
+    "CYCLES_ACTION_NAME",
+    "CYCLES_ACTUAL_AMOUNT",
+    "CYCLES_BUDGET_REMAINING",
+    "CYCLES_DECISION",
+    "CYCLES_ESTIMATE_AMOUNT",
+    "CYCLES_ESTIMATE_SOURCE",
+    "CYCLES_FAIL_OPEN",
+    "CYCLES_PRICE_KNOWN",
+    "CYCLES_REASON_CODE",
+    "CYCLES_RELEASED",
+    "CYCLES_RESERVATION_ID",
+    "CYCLES_SCOPE_PATH",
+    "CYCLES_UNIT",
+    "GEN_AI_AGENT_NAME",
+    "GEN_AI_OPERATION_NAME",
+    "GEN_AI_PROVIDER_NAME",
+    "GEN_AI_REQUEST_MAX_TOKENS",
+    "GEN_AI_REQUEST_MODEL",
+    "GEN_AI_RESPONSE_MODEL",
+    "GEN_AI_TOOL_NAME",
+    "GEN_AI_USAGE_COST_AMOUNT",
+    "GEN_AI_USAGE_COST_CURRENCY",
+    "GEN_AI_USAGE_COST_SOURCE",
+    "GEN_AI_USAGE_INPUT_COST",
+    "GEN_AI_USAGE_OUTPUT_COST",
+]
+
+CYCLES_RESERVATION_ID = "cycles.reservation.id"
+"""Id of the Cycles reservation that guards this span (absent when denied or failed open)."""
+CYCLES_DECISION = "cycles.decision"
+"""The authority's decision: `ALLOW`, `ALLOW_WITH_CAPS` or `DENY`."""
+CYCLES_REASON_CODE = "cycles.reason_code"
+"""Why the call was denied (`BUDGET_EXCEEDED`, `DEBT_OUTSTANDING`, ...); set on denial and on fail-open."""
+CYCLES_SCOPE_PATH = "cycles.scope_path"
+"""Deepest budget scope charged, e.g. `tenant:acme/workflow:research/agent:writer`."""
+CYCLES_UNIT = "cycles.unit"
+"""Unit of the amounts below; always `USD_MICROCENTS` (1 USD = 10^8)."""
+CYCLES_ESTIMATE_AMOUNT = "cycles.estimate.amount"
+"""Amount reserved before the call."""
+CYCLES_ESTIMATE_SOURCE = "cycles.estimate.source"
+"""How the estimate was made: `priced` (from the request), `fixed`, `tool_map`, `callable` or `fallback`."""
+CYCLES_ACTUAL_AMOUNT = "cycles.actual.amount"
+"""Amount committed for the call (0 when the reservation was released)."""
+CYCLES_BUDGET_REMAINING = "cycles.budget.remaining"
+"""Remaining budget at the deepest budgeted scope right after the reservation (or at the denial)."""
+CYCLES_PRICE_KNOWN = "cycles.price.known"
+"""False when the model has no known price and a conservative fallback amount was used instead."""
+CYCLES_FAIL_OPEN = "cycles.fail_open"
+"""True when the authority was unreachable and the call proceeded because fail-open is enabled."""
+CYCLES_RELEASED = "cycles.released"
+"""True when the reservation was released instead of committed (errored call, span never ended)."""
+CYCLES_ACTION_KIND = "cycles.action.kind"
+"""Cycles action kind: `llm.completion` or `tool.execution`."""
+CYCLES_ACTION_NAME = "cycles.action.name"
+"""Cycles action name: the normalised model id (`openai:gpt-4o`) or the tool name."""
+
+GEN_AI_USAGE_COST_AMOUNT = "gen_ai.usage.cost.amount"
+"""Cost of the call in `gen_ai.usage.cost.currency` (a float, USD)."""
+GEN_AI_USAGE_COST_CURRENCY = "gen_ai.usage.cost.currency"
+"""ISO 4217 currency of the cost: `USD`."""
+GEN_AI_USAGE_COST_SOURCE = "gen_ai.usage.cost.source"
+"""`local` when priced from reported token usage, `estimate` when the estimate was committed instead."""
+GEN_AI_USAGE_INPUT_COST = "gen_ai.usage.input_cost"
+"""Input-side cost in USD; AnyAgent's `AgentTrace.cost` sums it."""
+GEN_AI_USAGE_OUTPUT_COST = "gen_ai.usage.output_cost"
+"""Output-side cost in USD; AnyAgent's `AgentTrace.cost` sums it."""
+
+GEN_AI_OPERATION_NAME = "gen_ai.operation.name"
+GEN_AI_REQUEST_MODEL = "gen_ai.request.model"
+GEN_AI_RESPONSE_MODEL = "gen_ai.response.model"
+GEN_AI_REQUEST_MAX_TOKENS = "gen_ai.request.max_tokens"
+GEN_AI_PROVIDER_NAME = "gen_ai.provider.name"
+GEN_AI_TOOL_NAME = "gen_ai.tool.name"
+GEN_AI_AGENT_NAME = "gen_ai.agent.name"

@@ -1,0 +1,549 @@
+"""`CyclesBudgetCallback`: reserve budget before every LLM call and tool execution of an AnyAgent agent.
+
+Flow per call (AnyAgent runs our hooks after it opened the span and before it ends it):
+
+1. `before_llm_call` / `before_tool_execution`: estimate the call, reserve it at the Cycles authority, stamp the
+   reservation on the span AnyAgent just opened, and remember it by that span's id (never as one "current"
+   reservation, so parallel tool calls and LangChain's executor threads are safe). On denial: end the span with
+   ERROR and the denial attributes, add it to the agent trace, raise `BudgetExceeded`; the model is never called.
+2. `after_llm_call` / `after_tool_execution`: price the reported usage and stamp the cost on the still-open span,
+   so every exporter, whatever its position among the span processors, exports it.
+3. The span ends; `CyclesSpanProcessor.on_end` commits (or releases) in the background.
+4. `after_agent_invocation`: release what the framework never finished (LLM errors, cancels, spans AnyAgent never
+   ends), then wait (bounded) until the run's commits and releases were sent, so balances are exact on return.
+
+The hooks are synchronous and thread-safe, as every framework but tinyagent requires.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from any_agent.callbacks import Callback, Context
+from opentelemetry.trace import Span, Status, StatusCode
+from runcycles import AsyncCyclesClient, CyclesClient, CyclesConfig
+
+from otel_cycles import attributes as attr
+from otel_cycles import environment_variables as env
+from otel_cycles import metrics, pricing
+from otel_cycles._accounting import LLM_KIND, TOOL_KIND, Outcome, cost_attributes, decide, settle
+from otel_cycles._estimate import size_request
+from otel_cycles._registry import REGISTRY, PendingReservation, RunState, span_key
+from otel_cycles._reserve import Allowed, Denied, Rejected, Unavailable, reserve
+from otel_cycles._settlement import settlement_for, suppressed_instrumentation
+from otel_cycles._usage import TokenUsage
+from otel_cycles.errors import AuthorityUnavailable, BudgetExceeded, GovernanceStop, ReservationRejected
+from otel_cycles.processor import ensure_processor
+
+__all__ = ["DEFAULT_TOOL_ESTIMATE", "CyclesBudgetCallback", "LlmCall"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TOOL_ESTIMATE = 100_000
+"""USD_MICROCENTS reserved (and, unless `tool_cost` says otherwise, committed) per tool call: $0.001."""
+
+_OVERAGE_POLICIES = frozenset({"REJECT", "ALLOW_IF_AVAILABLE", "ALLOW_WITH_OVERDRAFT"})
+_UNIT = "USD_MICROCENTS"
+
+
+@dataclass(frozen=True)
+class LlmCall:
+    """What an `llm_estimate` callable is given to size a reservation."""
+
+    model: str
+    """Normalised model id, e.g. `openai:gpt-4o`."""
+    input_tokens: int
+    """Input tokens estimated from the request (characters / 4)."""
+    max_output_tokens: int | None
+    """The request's `max_tokens`, if it set one."""
+    args: tuple[Any, ...]
+    kwargs: Mapping[str, Any]
+
+
+ToolAmount = int | Mapping[str, int] | Callable[[str], int]
+"""A flat amount, a per-tool map (tools not in it fall back to the default), or a callable of the tool name."""
+
+
+class CyclesBudgetCallback(Callback):
+    """Budget-guards every LLM call and tool execution of the agent it is attached to.
+
+    Args:
+        client: A runcycles client; by default one is built from the `CYCLES_*` environment variables.
+            An `AsyncCyclesClient` is accepted too (its config is used for a sync client: AnyAgent's hooks are sync).
+        tenant, workspace, app, workflow, agent, toolset: The Cycles subject; the budget hierarchy charged is
+            tenant > workspace > app > workflow > agent > toolset (levels left unset are skipped). Unset levels fall
+            back to the client config (`CYCLES_TENANT`, ...); the tenant finally to `"default"`.
+        llm_estimate: Reservation per LLM call. None (default): priced from the request (input tokens estimated from
+            the messages, output bounded by `max_tokens` or `output_allowance`, plus `estimate_buffer`). An int: a
+            fixed amount. A callable: `f(LlmCall) -> int`.
+        tool_estimate: Reservation per tool call: an int, a per-tool map or a callable of the tool name.
+        action_kind: Cycles action kind of LLM calls (`llm.completion`).
+        action_name: Cycles action name of LLM calls; None (default) uses the normalised model id of each call.
+        dimensions: Extra subject dimensions, round-tripped by the authority.
+        ttl_ms: Reservation TTL (`CYCLES_RESERVATION_TTL_MS`, default 60 s).
+        grace_period_ms: Commit grace after the TTL (authority default 5 s).
+        overage_policy: `REJECT`, `ALLOW_IF_AVAILABLE` (default) or `ALLOW_WITH_OVERDRAFT` (`CYCLES_OVERAGE_POLICY`).
+        tool_cost: What a finished tool call commits; same forms as `tool_estimate`. None: the tool's estimate.
+        output_allowance: Output tokens assumed when the request sets no `max_tokens` (default 1024).
+        estimate_buffer: Fraction added to priced estimates (default 0.2).
+        unknown_model_estimate: Amount reserved and committed for a model with no known price (default 2,000,000).
+        fail_open: Let calls proceed when the authority is unreachable (default False: raise AuthorityUnavailable).
+        settle_timeout_s: How long the end of a run waits for its commits to be sent (default 10 s; 0: no wait).
+        attach_processor: Attach a `CyclesSpanProcessor` to the global tracer provider if none is attached, so
+            commits happen even when the user sets up no OpenTelemetry at all (callback-only mode).
+    """
+
+    def __init__(
+        self,
+        client: CyclesClient | AsyncCyclesClient | None = None,
+        tenant: str | None = None,
+        workflow: str | None = None,
+        agent: str | None = None,
+        llm_estimate: int | Callable[[LlmCall], int] | None = None,
+        tool_estimate: ToolAmount = DEFAULT_TOOL_ESTIMATE,
+        action_kind: str = LLM_KIND,
+        action_name: str | None = None,
+        *,
+        workspace: str | None = None,
+        app: str | None = None,
+        toolset: str | None = None,
+        dimensions: Mapping[str, str] | None = None,
+        ttl_ms: int | None = None,
+        grace_period_ms: int | None = None,
+        overage_policy: str | None = None,
+        tool_cost: ToolAmount | None = None,
+        output_allowance: int | None = None,
+        estimate_buffer: float | None = None,
+        unknown_model_estimate: int | None = None,
+        fail_open: bool | None = None,
+        settle_timeout_s: float | None = None,
+        attach_processor: bool = True,
+    ) -> None:
+        if client is None:
+            client = CyclesClient(CyclesConfig.from_env())
+        elif isinstance(client, AsyncCyclesClient):
+            client = CyclesClient(client._config)
+        self.client = client
+        config = client._config
+        self.tenant = tenant or config.tenant or "default"
+        self.workspace = workspace or config.workspace
+        self.app = app or config.app
+        self.workflow = workflow or config.workflow
+        self.agent = agent or config.agent
+        self.toolset = toolset or config.toolset
+        self.dimensions = dict(dimensions or {})
+        self.llm_estimate = _check_amount(llm_estimate, "llm_estimate")
+        self.tool_estimate = _check_tool_amount(tool_estimate, "tool_estimate")
+        self.tool_cost = None if tool_cost is None else _check_tool_amount(tool_cost, "tool_cost")
+        self.action_kind = action_kind
+        self.action_name = action_name
+        self.ttl_ms = _positive(ttl_ms, "ttl_ms", env.env_number(env.CYCLES_RESERVATION_TTL_MS, 60_000, minimum=1000))
+        self.grace_period_ms = grace_period_ms
+        if overage_policy is not None and overage_policy not in _OVERAGE_POLICIES:
+            raise ValueError(f"overage_policy must be one of {sorted(_OVERAGE_POLICIES)}, not {overage_policy!r}")
+        self.overage_policy = overage_policy or env.env_choice(
+            env.CYCLES_OVERAGE_POLICY, "ALLOW_IF_AVAILABLE", _OVERAGE_POLICIES
+        )
+        self.output_allowance = _positive(
+            output_allowance, "output_allowance", env.env_number(env.CYCLES_LLM_OUTPUT_ALLOWANCE, 1024)
+        )
+        buffer = estimate_buffer if estimate_buffer is not None else env.env_number(env.CYCLES_ESTIMATE_BUFFER, 0.2)
+        if not 0 <= buffer <= 10:
+            raise ValueError(f"estimate_buffer must be between 0 and 10, not {buffer!r}")
+        self.estimate_buffer = Decimal(str(buffer))
+        self.unknown_model_estimate = _positive(
+            unknown_model_estimate,
+            "unknown_model_estimate",
+            env.env_number(env.CYCLES_UNKNOWN_MODEL_ESTIMATE, 2_000_000),
+        )
+        self.fail_open = fail_open if fail_open is not None else env.env_bool(env.CYCLES_FAIL_OPEN, False)
+        self.settle_timeout_s = (
+            settle_timeout_s if settle_timeout_s is not None else env.env_number(env.CYCLES_SETTLE_TIMEOUT_S, 10.0)
+        )
+        self._settlement = settlement_for(client)
+        self._state_key = f"otel_cycles.run.{id(self):x}"
+        pricing.warm_up()
+        if attach_processor:
+            ensure_processor()
+
+    # -- AnyAgent hooks -------------------------------------------------------------------------------------------
+
+    def before_agent_invocation(self, context: Context, *args: Any, **kwargs: Any) -> Context:
+        run = self._run(context)
+        model = pricing.normalize_model_id(_attributes(context.current_span).get(attr.GEN_AI_REQUEST_MODEL))
+        if model is not None and model.provider is not None:
+            run.default_provider = model.provider
+        return context
+
+    def before_llm_call(self, context: Context, *args: Any, **kwargs: Any) -> Context:
+        span = context.current_span
+        run = self._run(context)
+        raw_model = _attributes(span).get(attr.GEN_AI_REQUEST_MODEL)
+        model = pricing.normalize_model_id(raw_model, run.default_provider)
+        name = self.action_name or (model.ref if model is not None else "unknown")
+        if run.denial is not None:
+            self._deny(context, span, run, run.denial, kind=self.action_kind, name=name)
+        estimate, source, price_known = self._llm_estimate(model, args, kwargs)
+        self._reserve(
+            context,
+            span,
+            run,
+            kind=self.action_kind,
+            name=name,
+            estimate=estimate,
+            estimate_source=source,
+            model=model,
+            extra={attr.CYCLES_PRICE_KNOWN: price_known},
+        )
+        return context
+
+    def before_tool_execution(self, context: Context, *args: Any, **kwargs: Any) -> Context:
+        span = context.current_span
+        run = self._run(context)
+        tool = str(_attributes(span).get(attr.GEN_AI_TOOL_NAME) or "unknown")
+        if run.denial is not None:
+            self._deny(context, span, run, run.denial, kind=TOOL_KIND, name=tool)
+        estimate, source = _tool_amount(self.tool_estimate, tool)
+        cost = _tool_amount(self.tool_cost, tool)[0] if self.tool_cost is not None else None
+        self._reserve(
+            context, span, run, kind=TOOL_KIND, name=tool, estimate=estimate, estimate_source=source, tool_cost=cost
+        )
+        return context
+
+    def after_llm_call(self, context: Context, *args: Any, **kwargs: Any) -> Context:
+        self._stamp_outcome(context.current_span)
+        return context
+
+    def after_tool_execution(self, context: Context, *args: Any, **kwargs: Any) -> Context:
+        self._stamp_outcome(context.current_span)
+        return context
+
+    def after_agent_invocation(self, context: Context, *args: Any, **kwargs: Any) -> Context:
+        run = context.shared.get(self._state_key)
+        if not isinstance(run, RunState):
+            return context
+        for key, pending in REGISTRY.open_for_run(run):
+            self._release_unfinished(context, key, pending)
+        if self.settle_timeout_s > 0:
+            with run.lock:
+                ticket = run.last_ticket
+            if ticket and not self._settlement.wait(ticket, self.settle_timeout_s):
+                logger.warning(
+                    "otel-cycles: settlements of run %s still pending after %ss", run.run_id, self.settle_timeout_s
+                )
+        return context
+
+    # -- internals ------------------------------------------------------------------------------------------------
+
+    def _run(self, context: Context) -> RunState:
+        run = context.shared.get(self._state_key)
+        if not isinstance(run, RunState):
+            # setdefault is atomic under the GIL, so two executor threads cannot create two states.
+            run = context.shared.setdefault(self._state_key, RunState(run_id=uuid.uuid4().hex))
+        return run
+
+    def _subject(self) -> dict[str, Any]:
+        subject: dict[str, Any] = {"tenant": self.tenant}
+        for level in ("workspace", "app", "workflow", "agent", "toolset"):
+            value = getattr(self, level)
+            if value:
+                subject[level] = value
+        if self.dimensions:
+            subject["dimensions"] = dict(self.dimensions)
+        return subject
+
+    def _llm_estimate(
+        self, model: pricing.ModelId | None, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> tuple[int, str, bool]:
+        """(amount, estimate source, whether the model has a known price)."""
+        known = model is not None and pricing.price_usage(model, TokenUsage(1, 1)) is not None
+        if isinstance(self.llm_estimate, int):
+            return self.llm_estimate, "fixed", known
+        size = size_request(args, kwargs)
+        if callable(self.llm_estimate):
+            call = LlmCall(model.ref if model else "unknown", size.input_tokens, size.max_output_tokens, args, kwargs)
+            return _check_amount(self.llm_estimate(call), "llm_estimate()"), "callable", known
+        if not known or model is None:
+            return int(self.unknown_model_estimate), "fallback", False
+        output_tokens = size.max_output_tokens or int(self.output_allowance)
+        breakdown = pricing.price_usage(model, TokenUsage(size.input_tokens, output_tokens))
+        assert breakdown is not None
+        return (
+            pricing.usd_to_microcents(breakdown.total_usd * (1 + self.estimate_buffer), estimate=True),
+            "priced",
+            True,
+        )
+
+    def _reserve(
+        self,
+        context: Context,
+        span: Span,
+        run: RunState,
+        *,
+        kind: str,
+        name: str,
+        estimate: int,
+        estimate_source: str,
+        model: pricing.ModelId | None = None,
+        tool_cost: int | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        key = span_key(span)
+        subject = self._subject()
+        action = {"kind": kind, "name": name[:256]}
+        idempotency_key = str(uuid.uuid4())
+        body: dict[str, Any] = {
+            "idempotency_key": idempotency_key,
+            "subject": subject,
+            "action": action,
+            "estimate": {"unit": _UNIT, "amount": estimate},
+            "ttl_ms": int(self.ttl_ms),
+            "overage_policy": self.overage_policy,
+        }
+        if self.grace_period_ms is not None:
+            body["grace_period_ms"] = self.grace_period_ms
+        span_attributes: dict[str, Any] = {
+            attr.CYCLES_ACTION_KIND: kind,
+            attr.CYCLES_ACTION_NAME: action["name"],
+            attr.CYCLES_UNIT: _UNIT,
+            attr.CYCLES_ESTIMATE_AMOUNT: estimate,
+            attr.CYCLES_ESTIMATE_SOURCE: estimate_source,
+            **(extra or {}),
+        }
+        if self.agent:
+            span_attributes[attr.GEN_AI_AGENT_NAME] = self.agent
+        started = time.perf_counter()
+        result = reserve(self.client, body)
+        elapsed = time.perf_counter() - started
+        decision = "DENY" if isinstance(result, Denied) else "ALLOW" if isinstance(result, Allowed) else "ERROR"
+        if isinstance(result, Allowed):
+            decision = result.response.decision.value
+        metrics.reserve_duration.record(elapsed, {"cycles.action.kind": kind, "cycles.decision": decision})
+        metrics.decisions.add(
+            1,
+            {
+                "cycles.decision": decision,
+                "cycles.reason_code": getattr(result, "reason_code", None) or getattr(result, "error_code", None) or "",
+                "cycles.action.kind": kind,
+            },
+        )
+        pending = PendingReservation(
+            span=span,
+            run=run,
+            settlement=self._settlement,
+            kind=kind,
+            action=action,
+            subject=subject,
+            estimate=estimate,
+            idempotency_key=idempotency_key,
+            reservation_id=None,
+            model=model,
+            tool_cost=tool_cost,
+        )
+        if isinstance(result, Allowed):
+            response = result.response
+            pending.reservation_id = response.reservation_id
+            pending.scope_path = response.scope_path
+            span_attributes[attr.CYCLES_RESERVATION_ID] = response.reservation_id
+            span_attributes[attr.CYCLES_DECISION] = response.decision.value
+            if response.scope_path:
+                span_attributes[attr.CYCLES_SCOPE_PATH] = response.scope_path
+            remaining = _remaining(response.balances, response.scope_path)
+            if remaining is not None:
+                span_attributes[attr.CYCLES_BUDGET_REMAINING] = remaining
+                metrics.budget_remaining.set(
+                    remaining, {"cycles.scope_path": metrics.bounded_scope(response.scope_path), "cycles.unit": _UNIT}
+                )
+            span.set_attributes(span_attributes)
+            if key is not None:
+                REGISTRY.add(key, pending)
+            return
+        if isinstance(result, Denied):
+            span.set_attributes(span_attributes)
+            error = self._denial(result, estimate, kind, name)
+            self._deny(context, span, run, error, kind=kind, name=name)
+        if isinstance(result, Unavailable) and self.fail_open:
+            span_attributes[attr.CYCLES_FAIL_OPEN] = True
+            span_attributes[attr.CYCLES_REASON_CODE] = "AUTHORITY_UNAVAILABLE"
+            span.set_attributes(span_attributes)
+            metrics.fail_open.add(1, {"cycles.action.kind": kind})
+            logger.warning(
+                "otel-cycles: authority %s unreachable (%s); failing open", self.client._config.base_url, result.message
+            )
+            if key is not None:
+                REGISTRY.add(key, pending)  # settled as an event once the call finishes
+            return
+        span.set_attributes(span_attributes)
+        if isinstance(result, Unavailable):
+            stop: GovernanceStop = AuthorityUnavailable(
+                f"Cycles authority at {self.client._config.base_url} is unreachable ({result.message}); "
+                "the call was not made (fail-closed). Set fail_open=True to let calls proceed.",
+                base_url=self.client._config.base_url,
+                action_kind=kind,
+                action_name=name,
+            )
+        else:
+            assert isinstance(result, Rejected)
+            stop = ReservationRejected(
+                f"{result.message} (HTTP {result.status})",
+                status=result.status,
+                reason_code=result.error_code,
+                action_kind=kind,
+                action_name=name,
+            )
+        self._stop(context, span, stop)
+
+    def _denial(self, result: Denied, estimate: int, kind: str, name: str) -> BudgetExceeded:
+        scope, remaining = self._limiting_scope()
+        where = f" at {scope} (remaining {remaining} {_UNIT})" if scope else ""
+        return BudgetExceeded(
+            f"Budget denied {kind} {name!r}: {result.reason_code}{where}; requested {estimate} {_UNIT}",
+            reason_code=result.reason_code,
+            scope=scope,
+            remaining=remaining,
+            estimate=estimate,
+            action_kind=kind,
+            action_name=name,
+        )
+
+    def _limiting_scope(self) -> tuple[str | None, int | None]:
+        """The subject's budgeted scope with the least remaining budget (one extra request, denial path only)."""
+        try:
+            with suppressed_instrumentation():
+                response = self.client.get_balances(tenant=self.tenant)
+            balances = response.body.get("balances", []) if response.is_success and response.body else []
+        except Exception:
+            return None, None
+        own = set(_derived_scopes(self._subject()))
+        candidates = [
+            (b.get("remaining", {}).get("amount"), b.get("scope_path"))
+            for b in balances
+            if isinstance(b, dict) and b.get("scope_path") in own and b.get("unit", _UNIT) == _UNIT
+        ]
+        candidates = [(amount, path) for amount, path in candidates if isinstance(amount, int)]
+        if not candidates:
+            return None, None
+        amount, path = min(candidates)
+        return path, amount
+
+    def _deny(
+        self, context: Context, span: Span, run: RunState, error: GovernanceStop, *, kind: str, name: str
+    ) -> None:
+        values: dict[str, Any] = {
+            attr.CYCLES_DECISION: "DENY",
+            attr.CYCLES_REASON_CODE: error.reason_code or "BUDGET_EXCEEDED",
+            attr.CYCLES_ACTION_KIND: kind,
+            attr.CYCLES_ACTION_NAME: name,
+            attr.CYCLES_UNIT: _UNIT,
+        }
+        if isinstance(error, BudgetExceeded):
+            if error.scope:
+                values[attr.CYCLES_SCOPE_PATH] = error.scope
+            if error.remaining is not None:
+                values[attr.CYCLES_BUDGET_REMAINING] = error.remaining
+        span.set_attributes(values)
+        if kind == TOOL_KIND:
+            # smolagents and llama_index swallow exceptions raised before a tool call; remember the denial so the
+            # next LLM call of this run is denied too and the run still stops.
+            with run.lock:
+                run.denial = error
+        self._stop(context, span, error)
+
+    def _stop(self, context: Context, span: Span, error: GovernanceStop) -> None:
+        """End the span AnyAgent opened (it would otherwise never end), keep it in the trace, and raise."""
+        span.set_status(Status(StatusCode.ERROR, str(error)))
+        span.end()
+        try:
+            context.trace.add_span(span)
+        except Exception:  # the partial trace is a nicety; the stop itself must happen
+            logger.debug("otel-cycles could not add the stopped span to the agent trace", exc_info=True)
+        raise error
+
+    def _stamp_outcome(self, span: Span) -> None:
+        key = span_key(span)
+        pending = REGISTRY.get(key) if key is not None else None
+        if pending is None or pending.span is not span:
+            return
+        errored = _status_code(span) is StatusCode.ERROR
+        pending.outcome = decide(pending, _attributes(span), errored)
+        span.set_attributes(cost_attributes(pending.outcome))
+
+    def _release_unfinished(self, context: Context, key: Any, pending: PendingReservation) -> None:
+        span = pending.span
+        if span.is_recording():
+            span.set_attributes({attr.CYCLES_RELEASED: True, attr.CYCLES_ACTUAL_AMOUNT: 0})
+            span.set_status(Status(StatusCode.ERROR, "call never finished; reservation released"))
+            span.end()  # → CyclesSpanProcessor.on_end releases it (errored, no usage)
+        leftover = REGISTRY.pop(key)
+        if leftover is not None:  # no processor saw the span end (none attached, or a non-SDK span)
+            settle(leftover, Outcome(False, 0, "released", reason="call never finished"))
+
+
+def _attributes(span: Any) -> Mapping[str, Any]:
+    values = getattr(span, "attributes", None)
+    return values if isinstance(values, Mapping) else {}
+
+
+def _status_code(span: Any) -> StatusCode | None:
+    status = getattr(span, "status", None)
+    return getattr(status, "status_code", None)
+
+
+def _remaining(balances: Any, scope_path: str | None) -> int | None:
+    for balance in balances or []:
+        if balance.scope_path == scope_path:
+            return int(balance.remaining.amount)
+    return None
+
+
+def _derived_scopes(subject: Mapping[str, Any]) -> list[str]:
+    scopes, parts = [], []
+    for level in ("tenant", "workspace", "app", "workflow", "agent", "toolset"):
+        value = subject.get(level)
+        if value:
+            parts.append(f"{level}:{str(value).lower()}")
+            scopes.append("/".join(parts))
+    return scopes
+
+
+def _check_amount(value: Any, name: str) -> Any:
+    if value is None or callable(value):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a non-negative int (USD_MICROCENTS), not {value!r}")
+    return value
+
+
+def _check_tool_amount(value: Any, name: str) -> ToolAmount:
+    if isinstance(value, Mapping):
+        for tool, amount in value.items():
+            _check_amount(amount, f"{name}[{tool!r}]")
+        return value
+    checked: ToolAmount = _check_amount(value, name)
+    return checked
+
+
+def _tool_amount(value: ToolAmount | None, tool: str) -> tuple[int, str]:
+    if isinstance(value, Mapping):
+        if tool in value:
+            return int(value[tool]), "tool_map"
+        return DEFAULT_TOOL_ESTIMATE, "fixed"
+    if callable(value):
+        return int(_check_amount(value(tool), "tool amount")), "callable"
+    if value is None:
+        return DEFAULT_TOOL_ESTIMATE, "fixed"
+    return int(value), "fixed"
+
+
+def _positive(value: float | None, name: str, default: float) -> float:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not value > 0:
+        raise ValueError(f"{name} must be positive, not {value!r}")
+    return value
