@@ -103,6 +103,15 @@ class Settlement:
         with self._cond:
             return self._cond.wait_for(lambda: self._attempted >= ticket, timeout=timeout)
 
+    def drain(self, timeout: float) -> bool:
+        """Wait until every operation queued so far was attempted. Returns whether anything had been outstanding."""
+        with self._cond:
+            outstanding = self._attempted < self._issued
+            ticket = self._issued
+        if outstanding:
+            self.wait(ticket, timeout)
+        return outstanding
+
     def flush(self, timeout: float) -> bool:
         """Wait for everything queued so far, then for runcycles' background retries; False on timeout."""
         deadline = time.monotonic() + timeout

@@ -37,7 +37,6 @@ from otel_cycles._estimate import size_request
 from otel_cycles._registry import REGISTRY, PendingReservation, RunState, span_key
 from otel_cycles._reserve import Allowed, Denied, Rejected, Unavailable, reserve
 from otel_cycles._settlement import settlement_for, suppressed_instrumentation
-from otel_cycles._usage import TokenUsage
 from otel_cycles.errors import AuthorityUnavailable, BudgetExceeded, GovernanceStop, ReservationRejected
 from otel_cycles.processor import ensure_processor
 
@@ -262,23 +261,21 @@ class CyclesBudgetCallback(Callback):
         self, model: pricing.ModelId | None, args: tuple[Any, ...], kwargs: Mapping[str, Any]
     ) -> tuple[int, str, bool]:
         """(amount, estimate source, whether the model has a known price)."""
-        known = model is not None and pricing.price_usage(model, TokenUsage(1, 1)) is not None
         if isinstance(self.llm_estimate, int):
-            return self.llm_estimate, "fixed", known
+            return self.llm_estimate, "fixed", _price_known(model)
         size = size_request(args, kwargs)
         if callable(self.llm_estimate):
             call = LlmCall(model.ref if model else "unknown", size.input_tokens, size.max_output_tokens, args, kwargs)
-            return _check_amount(self.llm_estimate(call), "llm_estimate()"), "callable", known
-        if not known or model is None:
-            return int(self.unknown_model_estimate), "fallback", False
+            return _check_amount(self.llm_estimate(call), "llm_estimate()"), "callable", _price_known(model)
         output_tokens = size.max_output_tokens or int(self.output_allowance)
-        breakdown = pricing.price_usage(model, TokenUsage(size.input_tokens, output_tokens))
-        assert breakdown is not None
-        return (
-            pricing.usd_to_microcents(breakdown.total_usd * (1 + self.estimate_buffer), estimate=True),
-            "priced",
-            True,
+        amount = (
+            pricing.estimate_microcents(model, size.input_tokens, output_tokens, self.estimate_buffer)
+            if model is not None
+            else None
         )
+        if amount is None:
+            return int(self.unknown_model_estimate), "fallback", False
+        return amount, "priced", True
 
     def _reserve(
         self,
@@ -320,6 +317,11 @@ class CyclesBudgetCallback(Callback):
             span_attributes[attr.GEN_AI_AGENT_NAME] = self.agent
         started = time.perf_counter()
         result = reserve(self.client, body)
+        if isinstance(result, Denied) and self._settlement.drain(self.settle_timeout_s or 5.0):
+            # Commits still queued hold their full estimates at the authority until they land; once they have
+            # returned the unused part, ask again so a denial never depends on the settlement worker's timing.
+            body["idempotency_key"] = idempotency_key = str(uuid.uuid4())
+            result = reserve(self.client, body)
         elapsed = time.perf_counter() - started
         decision = "DENY" if isinstance(result, Denied) else "ALLOW" if isinstance(result, Allowed) else "ERROR"
         if isinstance(result, Allowed):
@@ -483,6 +485,10 @@ class CyclesBudgetCallback(Callback):
         leftover = REGISTRY.pop(key)
         if leftover is not None:  # no processor saw the span end (none attached, or a non-SDK span)
             settle(leftover, Outcome(False, 0, "released", reason="call never finished"))
+
+
+def _price_known(model: pricing.ModelId | None) -> bool:
+    return model is not None and pricing.estimate_microcents(model, 1, 1, Decimal(0)) is not None
 
 
 def _attributes(span: Any) -> Mapping[str, Any]:

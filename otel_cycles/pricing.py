@@ -164,6 +164,50 @@ def price_usage(model: ModelId, usage: TokenUsage) -> CostBreakdown | None:
     return CostBreakdown(calc.input_price, calc.output_price)
 
 
+def _max_rate(price: object) -> Decimal | None:
+    """The highest per-MTok rate of a plain or tiered genai-prices price (the safe side for an estimate)."""
+    if price is None:
+        return Decimal(0)
+    if isinstance(price, Decimal):
+        return price
+    base = getattr(price, "base", None)
+    tiers = getattr(price, "tiers", None)
+    if isinstance(base, Decimal) and isinstance(tiers, list):
+        rates: list[Decimal] = [base, *(tier.price for tier in tiers)]
+        return max(rates)
+    return None
+
+
+@lru_cache(maxsize=1024)
+def _estimate_rates(provider: str | None, name: str) -> tuple[Decimal, Decimal] | None:
+    known, provider_id = _genai_prices_provider(provider, name)
+    if not known:
+        return None
+    model_price = genai_prices.calc_price(
+        genai_prices.Usage(input_tokens=1, output_tokens=1), name, provider_id=provider_id
+    ).model_price
+    input_rate, output_rate = _max_rate(model_price.input_mtok), _max_rate(model_price.output_mtok)
+    if input_rate is None or output_rate is None:
+        return None
+    return input_rate, output_rate
+
+
+def estimate_microcents(model: ModelId, input_tokens: int, output_tokens: int, buffer: Decimal) -> int | None:
+    """A conservative reservation amount (highest tier rates, plus `buffer`, rounded up); None if unknown.
+
+    Cached per model, so it costs a few microseconds on the critical path instead of a full price calculation.
+    """
+    custom = _custom_price_for(model)
+    if custom is not None:
+        rates: tuple[Decimal, Decimal] | None = (custom.input_per_mtok, custom.output_per_mtok)
+    else:
+        rates = _estimate_rates(model.provider, model.name)
+    if rates is None:
+        return None
+    usd = (Decimal(input_tokens) * rates[0] + Decimal(output_tokens) * rates[1]) / _MILLION
+    return usd_to_microcents(usd * (1 + buffer), estimate=True)
+
+
 def warm_up() -> None:
     """Load the bundled price snapshot now (~150 ms) rather than on the first priced call."""
     _genai_prices_provider("openai", "gpt-4o")

@@ -1,0 +1,29 @@
+"""Write one benchmark's figures into its own `## <title>` section of BENCHMARKS.md, keeping the others."""
+
+from __future__ import annotations
+
+import platform
+import re
+from datetime import date
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
+_HEADER = "# Benchmarks\n\nMeasured figures, each section written by the command it names. Machine: {machine}.\n"
+
+
+def machine() -> str:
+    import os
+
+    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def write_section(title: str, body: str, path: Path = RESULTS) -> None:
+    """Replace (or append) the section `## {title}` with `body`, stamped with today's date."""
+    text = path.read_text() if path.exists() else _HEADER.format(machine=machine())
+    section = f"## {title}\n\n_Measured {date.today().isoformat()} on {machine()}._\n\n{body.strip()}\n"
+    pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section + "\n", text)
+    else:
+        text = text.rstrip() + "\n\n" + section
+    path.write_text(text.rstrip() + "\n")

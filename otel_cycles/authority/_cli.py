@@ -1,0 +1,152 @@
+"""`otel-cycles authority …`: serve the embedded authority, and set it up over its admin plane."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+__all__ = ["add_authority_command"]
+
+_DEFAULT_URL = "http://127.0.0.1:7878"
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    """Serve the authority (runtime + admin planes) until interrupted."""
+    from otel_cycles.authority import serve
+
+    admin_key = args.admin_key or os.environ.get("CYCLES_ADMIN_API_KEY")
+    if not admin_key:
+        import secrets
+
+        admin_key = "cyc_admin_" + secrets.token_hex(16)
+        print(f"admin key (X-Admin-API-Key): {admin_key}", file=sys.stderr, flush=True)
+    serve(args.db, host=args.host, port=args.port, admin_key=admin_key, sweep_interval_s=args.sweep_interval)
+    return 0
+
+
+def _admin_key(args: argparse.Namespace) -> str:
+    key: str | None = args.admin_key or os.environ.get("CYCLES_ADMIN_API_KEY")
+    if not key:
+        raise SystemExit("an admin key is required: --admin-key or CYCLES_ADMIN_API_KEY")
+    return key
+
+
+def _call(args: argparse.Namespace, method: str, path: str, *, body: Any = None, params: Any = None,
+          headers: dict[str, str] | None = None) -> int:  # fmt: skip
+    import httpx
+
+    try:
+        resp = httpx.request(method, args.url.rstrip("/") + path, json=body, params=params, headers=headers, timeout=10)
+    except httpx.HTTPError as exc:
+        print(f"error: cannot reach {args.url}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        print(json.dumps(resp.json(), indent=2))
+    except ValueError:
+        print(resp.text)
+    return 0 if resp.is_success else 1
+
+
+def _cmd_tenant_create(args: argparse.Namespace) -> int:
+    """Create a tenant (POST /v1/admin/tenants)."""
+    body = {"tenant_id": args.tenant_id, "name": args.name or args.tenant_id}
+    return _call(args, "POST", "/v1/admin/tenants", body=body, headers={"X-Admin-API-Key": _admin_key(args)})
+
+
+def _cmd_api_key_create(args: argparse.Namespace) -> int:
+    """Create an API key; the secret is printed once as key_secret (POST /v1/admin/api-keys)."""
+    body = {"tenant_id": args.tenant_id, "name": args.name}
+    return _call(args, "POST", "/v1/admin/api-keys", body=body, headers={"X-Admin-API-Key": _admin_key(args)})
+
+
+def _cmd_budget_create(args: argparse.Namespace) -> int:
+    """Create a budget (POST /v1/admin/budgets)."""
+    unit = args.unit
+    body: dict[str, Any] = {"scope": args.scope, "unit": unit, "allocated": {"unit": unit, "amount": args.allocated}}
+    if args.overdraft_limit:
+        body["overdraft_limit"] = {"unit": unit, "amount": args.overdraft_limit}
+    if args.commit_overage_policy:
+        body["commit_overage_policy"] = args.commit_overage_policy
+    body["tenant_id"] = args.scope.split("/")[0].partition(":")[2].lower()
+    return _call(args, "POST", "/v1/admin/budgets", body=body, headers={"X-Admin-API-Key": _admin_key(args)})
+
+
+def _cmd_budget_fund(args: argparse.Namespace) -> int:
+    """Fund a budget: CREDIT, DEBIT, RESET, REPAY_DEBT or RESET_SPENT (POST /v1/admin/budgets/fund)."""
+    unit = args.unit
+    params = {"scope": args.scope, "unit": unit, "tenant_id": args.scope.split("/")[0].partition(":")[2].lower()}
+    body = {"operation": args.operation, "amount": {"unit": unit, "amount": args.amount}}
+    headers = {"X-Admin-API-Key": _admin_key(args)}
+    return _call(args, "POST", "/v1/admin/budgets/fund", body=body, params=params, headers=headers)
+
+
+def _cmd_balances(args: argparse.Namespace) -> int:
+    """Show balances: with --api-key via GET /v1/balances, else via the admin plane (GET /v1/admin/budgets)."""
+    api_key = args.api_key or os.environ.get("CYCLES_API_KEY")
+    if api_key:
+        return _call(args, "GET", "/v1/balances", params={"tenant": args.tenant}, headers={"X-Cycles-API-Key": api_key})
+    params = {"tenant_id": args.tenant}
+    return _call(args, "GET", "/v1/admin/budgets", params=params, headers={"X-Admin-API-Key": _admin_key(args)})
+
+
+def _client_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", default=os.environ.get("CYCLES_BASE_URL", _DEFAULT_URL), help="authority base URL")
+    parser.add_argument("--admin-key", help="admin secret (default: $CYCLES_ADMIN_API_KEY)")
+
+
+def add_authority_command(subparsers: Any) -> None:
+    """Add the `authority` command (serve, tenant create, api-key create, budget create/fund, balances)."""
+    authority = subparsers.add_parser("authority", help="the embedded Cycles-compatible budget authority")
+    commands = authority.add_subparsers(dest="authority_command", metavar="COMMAND")
+    commands.required = True
+
+    serve = commands.add_parser("serve", help=_cmd_serve.__doc__, description=_cmd_serve.__doc__)
+    serve.add_argument("--db", help="SQLite file (created 0600); omitted = in-memory")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=7878, help="TCP port, 0 = any free port (default 7878)")
+    serve.add_argument("--admin-key", help="admin secret (default: $CYCLES_ADMIN_API_KEY, else a random one)")
+    serve.add_argument("--sweep-interval", type=float, default=1.0, help="seconds between expiry sweeps")
+    serve.set_defaults(handler=_cmd_serve)
+
+    tenant = commands.add_parser("tenant", help="tenants").add_subparsers(dest="tenant_command", metavar="COMMAND")
+    tenant.required = True
+    create = tenant.add_parser("create", help=_cmd_tenant_create.__doc__)
+    create.add_argument("tenant_id")
+    create.add_argument("--name")
+    _client_args(create)
+    create.set_defaults(handler=_cmd_tenant_create)
+
+    keys = commands.add_parser("api-key", help="API keys").add_subparsers(dest="key_command", metavar="COMMAND")
+    keys.required = True
+    create = keys.add_parser("create", help=_cmd_api_key_create.__doc__)
+    create.add_argument("tenant_id")
+    create.add_argument("--name", default="default")
+    _client_args(create)
+    create.set_defaults(handler=_cmd_api_key_create)
+
+    budget = commands.add_parser("budget", help="budgets").add_subparsers(dest="budget_command", metavar="COMMAND")
+    budget.required = True
+    create = budget.add_parser("create", help=_cmd_budget_create.__doc__)
+    create.add_argument("scope", help="e.g. tenant:acme/workspace:prod")
+    create.add_argument("allocated", type=int)
+    create.add_argument("--unit", default="USD_MICROCENTS")
+    create.add_argument("--overdraft-limit", type=int, default=0)
+    create.add_argument("--commit-overage-policy", choices=["REJECT", "ALLOW_IF_AVAILABLE", "ALLOW_WITH_OVERDRAFT"])
+    _client_args(create)
+    create.set_defaults(handler=_cmd_budget_create)
+    fund = budget.add_parser("fund", help=_cmd_budget_fund.__doc__)
+    fund.add_argument("scope")
+    fund.add_argument("operation", choices=["CREDIT", "DEBIT", "RESET", "REPAY_DEBT", "RESET_SPENT"])
+    fund.add_argument("amount", type=int)
+    fund.add_argument("--unit", default="USD_MICROCENTS")
+    _client_args(fund)
+    fund.set_defaults(handler=_cmd_budget_fund)
+
+    balances = commands.add_parser("balances", help=_cmd_balances.__doc__)
+    balances.add_argument("tenant")
+    balances.add_argument("--api-key", help="tenant API key (default: $CYCLES_API_KEY); else the admin key is used")
+    _client_args(balances)
+    balances.set_defaults(handler=_cmd_balances)

@@ -1,0 +1,101 @@
+"""The admin plane (reference shapes) and the `otel-cycles authority` CLI against a running server."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from otel_cycles._cli import main
+from otel_cycles.authority import LocalAuthority
+
+from .conftest import UNIT, reserve_body
+
+
+def test_quickstart_flow_over_admin_plane(authority: LocalAuthority, admin: httpx.Client) -> None:
+    r = admin.post("/v1/admin/tenants", json={"tenant_id": "acme-corp", "name": "Acme Corp"})
+    assert r.status_code == 201 and r.json()["tenant_id"] == "acme-corp" and r.json()["status"] == "ACTIVE"
+    assert admin.post("/v1/admin/tenants", json={"tenant_id": "acme-corp", "name": "Acme Corp"}).status_code == 200
+    r = admin.post("/v1/admin/api-keys", json={"tenant_id": "acme-corp", "name": "quickstart"})
+    assert r.status_code == 201
+    secret = r.json()["key_secret"]
+    assert secret.startswith("cyc_live_") and r.json()["key_prefix"] == secret[:14]
+    body = {"scope": "tenant:acme-corp", "unit": UNIT, "allocated": {"amount": 100_000_000, "unit": UNIT},
+            "tenant_id": "acme-corp"}  # fmt: skip
+    r = admin.post("/v1/admin/budgets", json=body)
+    assert r.status_code == 201 and r.json()["allocated"]["amount"] == 100_000_000
+    assert admin.post("/v1/admin/budgets", json=body).status_code == 409
+    res = httpx.post(f"{authority.base_url}/v1/reservations", headers={"X-Cycles-API-Key": secret},
+                     json=reserve_body(subject={"tenant": "acme-corp"}))  # fmt: skip
+    assert res.status_code == 200
+    ledgers = admin.get("/v1/admin/budgets", params={"tenant_id": "acme-corp"}).json()["ledgers"]
+    assert ledgers[0]["reserved"]["amount"] == 1000
+    listed = admin.get("/v1/reservations", params={"tenant": "acme-corp"})
+    assert listed.status_code == 200 and len(listed.json()["reservations"]) == 1
+    assert admin.get("/v1/reservations").status_code == 400  # admin needs the tenant filter
+    rid = res.json()["reservation_id"]
+    assert admin.get(f"/v1/reservations/{rid}").status_code == 200
+    assert admin.post(f"/v1/reservations/{rid}/release", json={"idempotency_key": "admin-1"}).status_code == 200
+    assert admin.get("/v1/admin/tenants/acme-corp").json()["name"] == "Acme Corp"
+    # Tenant keys may create budgets in their own tenant only.
+    tenant_client = httpx.Client(base_url=authority.base_url, headers={"X-Cycles-API-Key": secret})
+    own = {"scope": "tenant:acme-corp/workspace:w", "unit": UNIT, "allocated": {"amount": 5, "unit": UNIT}}
+    assert tenant_client.post("/v1/admin/budgets", json=own).status_code == 201
+    assert tenant_client.post("/v1/admin/budgets", json={**own, "scope": "tenant:acme/workspace:w"}).status_code == 403
+    assert authority.check_invariants() == []
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/v1/admin/tenants", {"tenant_id": "x", "name": "n"}),
+        ("POST", "/v1/admin/tenants", {"tenant_id": "UPPER", "name": "n"}),
+        ("POST", "/v1/admin/tenants", {"tenant_id": "fine-id"}),
+        ("POST", "/v1/admin/api-keys", {"name": "n"}),
+        ("POST", "/v1/admin/budgets", {"scope": "workspace:x", "unit": UNIT, "allocated": {"unit": UNIT, "amount": 1}}),
+        ("POST", "/v1/admin/budgets", {"scope": "tenant:acme/agent:a/workspace:b", "unit": UNIT,
+                                       "allocated": {"unit": UNIT, "amount": 1}}),
+        ("POST", "/v1/admin/budgets", {"scope": "tenant:acme", "unit": UNIT,
+                                       "allocated": {"unit": UNIT, "amount": -1}}),
+        ("POST", "/v1/admin/budgets", {"scope": "tenant:acme", "unit": "EUR",
+                                       "allocated": {"unit": "EUR", "amount": 1}}),
+        ("POST", "/v1/admin/budgets/fund?scope=tenant:acme", {"operation": "CREDIT"}),
+        ("PATCH", "/v1/admin/tenants/acme", {"status": "ASLEEP"}),
+    ],
+)  # fmt: skip
+def test_admin_bad_input(admin: httpx.Client, method: str, path: str, body: Any) -> None:
+    resp = admin.request(method, path, json=body)
+    assert resp.status_code == 400, resp.text
+    assert set(resp.json()) == {"error", "message", "request_id"}
+
+
+def test_admin_requires_admin_key(authority: LocalAuthority, api_key: str) -> None:
+    for headers in ({}, {"X-Admin-API-Key": "wrong"}, {"X-Cycles-API-Key": api_key}):
+        r = httpx.post(
+            f"{authority.base_url}/v1/admin/tenants", json={"tenant_id": "abc", "name": "n"}, headers=headers
+        )
+        assert r.status_code == 401 and r.json()["error"] == "UNAUTHORIZED"
+    assert httpx.get(f"{authority.base_url}/v1/admin/tenants/nope",
+                     headers={"X-Admin-API-Key": authority.admin_key}).status_code == 404  # fmt: skip
+
+
+def test_cli_setup_commands(authority: LocalAuthority, capsys: pytest.CaptureFixture[str]) -> None:
+    common = ["--url", authority.base_url, "--admin-key", authority.admin_key]
+
+    def run(*argv: str) -> Any:
+        code = main(["authority", *argv, *common])
+        out = capsys.readouterr().out
+        assert code == 0, out
+        return json.loads(out)
+
+    assert run("tenant", "create", "cli-tenant", "--name", "CLI")["tenant_id"] == "cli-tenant"
+    secret = run("api-key", "create", "cli-tenant")["key_secret"]
+    assert run("budget", "create", "tenant:cli-tenant", "1000", "--overdraft-limit", "10")["overdraft_limit"][
+        "amount"] == 10  # fmt: skip
+    assert run("budget", "fund", "tenant:cli-tenant", "CREDIT", "500")["new_allocated"]["amount"] == 1500
+    assert run("balances", "cli-tenant")["ledgers"][0]["allocated"]["amount"] == 1500
+    assert run("balances", "cli-tenant", "--api-key", secret)["balances"][0]["remaining"]["amount"] == 1500
+    assert main(["authority", "tenant", "create", "x", *common]) == 1  # 400 from the server → exit 1
+    assert main(["authority", "tenant", "create", "abc", "--url", "http://127.0.0.1:9", "--admin-key", "k"]) == 2

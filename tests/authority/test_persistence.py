@@ -1,0 +1,104 @@
+"""File databases: owner-only permissions, restart with nothing lost, two server processes on one file."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+from otel_cycles.authority import LocalAuthority, SQLiteLedger
+
+from .conftest import UNIT, commit_body, reserve_body
+
+
+def test_restart_keeps_state(tmp_path: Path) -> None:
+    db = str(tmp_path / "ledger.db")
+    with LocalAuthority(db) as first:
+        first.create_tenant("acme")
+        secret = first.create_api_key("acme")
+        first.create_budget("tenant:acme", 10_000)
+        with httpx.Client(base_url=first.base_url, headers={"X-Cycles-API-Key": secret}) as c:
+            body = reserve_body(1_000)
+            rid = c.post("/v1/reservations", json=body).json()["reservation_id"]
+            committed = c.post("/v1/reservations", json=reserve_body(2_000)).json()["reservation_id"]
+            assert c.post(f"/v1/reservations/{committed}/commit", json=commit_body(1_500)).status_code == 200
+        balances, reservations = first.balances("acme"), first.reservations("acme")
+    assert stat.S_IMODE(os.stat(db).st_mode) == 0o600
+    with LocalAuthority(db) as second:
+        assert second.balances("acme") == balances
+        assert second.reservations("acme") == reservations
+        with httpx.Client(base_url=second.base_url, headers={"X-Cycles-API-Key": secret}) as c:
+            replay = c.post("/v1/reservations", json=body)  # same API key and idempotency record
+            assert replay.status_code == 200 and replay.json()["reservation_id"] == rid
+            assert c.post(f"/v1/reservations/{rid}/commit", json=commit_body(1_000)).status_code == 200
+        assert second.check_invariants() == []
+
+
+def _spawn(db: str, admin_key: str) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "otel_cycles",
+            "authority",
+            "serve",
+            "--db",
+            db,
+            "--port",
+            "0",
+            "--admin-key",
+            admin_key,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert proc.stdout is not None
+    match = re.search(r"listening on (http://\S+)", proc.stdout.readline())
+    assert match, "server did not start"
+    return proc, match.group(1)
+
+
+def test_two_processes_one_file_no_overspend(tmp_path: Path) -> None:
+    db = str(tmp_path / "shared.db")
+    ledger = SQLiteLedger.open(db)
+    ledger.create_tenant({"tenant_id": "acme", "name": "acme"})
+    secret = ledger.create_api_key({"tenant_id": "acme", "name": "k"})["key_secret"]
+    allocated = 50 * 1_000 + 500
+    ledger.create_budget({"scope": "tenant:acme", "unit": UNIT, "allocated": {"unit": UNIT, "amount": allocated}}, None)
+    ledger.close()
+    servers = [_spawn(db, "adm"), _spawn(db, "adm")]
+    try:
+
+        def worker(url: str) -> list[int]:
+            statuses = []
+            with httpx.Client(base_url=url, headers={"X-Cycles-API-Key": secret}) as c:
+                for i in range(40):
+                    r = c.post("/v1/reservations", json=reserve_body(1_000, subject={"tenant": "acme"}))
+                    statuses.append(r.status_code)
+                    if r.status_code == 200 and i % 3 == 0:
+                        rid = r.json()["reservation_id"]
+                        c.post(f"/v1/reservations/{rid}/commit", json=commit_body(1_000))
+            return statuses
+
+        with ThreadPoolExecutor(4) as pool:
+            results = [s for batch in pool.map(worker, [url for _, url in servers] * 2) for s in batch]
+    finally:
+        for proc, _ in servers:
+            proc.terminate()
+            proc.wait(timeout=10)
+    assert set(results) <= {200, 409}
+    assert results.count(200) == 50  # exactly what the budget allows, across both processes
+    check = SQLiteLedger.open(db)
+    try:
+        assert check.check_invariants() == []
+        page, _ = check.list_budgets("acme", {}, 10, None)
+        assert page[0].remaining == 500 and page[0].reserved + page[0].spent == 50_000
+    finally:
+        check.close()

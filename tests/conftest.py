@@ -1,0 +1,101 @@
+"""Shared fixtures: the embedded authority and the scripted model on loopback, and capture of spans and metrics.
+
+AnyAgent binds to the global tracer provider when imported, so spans are captured by one session-wide in-memory
+exporter on that provider (registered before any CyclesSpanProcessor, as a user's own exporter would be) and cleared
+before each test.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+os.environ.setdefault("OPENAI_API_KEY", "sk-fake")
+os.environ.setdefault("OPENAI_AGENTS_DISABLE_TRACING", "1")
+
+import any_agent  # noqa: F401  (installs the SDK tracer provider)
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from runcycles import CyclesClient, CyclesConfig
+
+from otel_cycles.authority import LocalAuthority
+from otel_cycles.testing import ScriptedModel
+
+SPANS = InMemorySpanExporter()
+METRICS = InMemoryMetricReader()
+_provider = trace.get_tracer_provider()
+assert isinstance(_provider, TracerProvider)
+_provider.add_span_processor(SimpleSpanProcessor(SPANS))
+metrics.set_meter_provider(MeterProvider(metric_readers=[METRICS]))
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    SPANS.clear()
+    yield SPANS
+
+
+@pytest.fixture
+def metric_reader() -> InMemoryMetricReader:
+    return METRICS
+
+
+@pytest.fixture(scope="session")
+def authority() -> Iterator[LocalAuthority]:
+    with LocalAuthority() as server:
+        yield server
+
+
+@dataclass
+class Tenant:
+    """A fresh tenant on the shared authority, with a client bound to its API key."""
+
+    id: str
+    client: CyclesClient
+    authority: LocalAuthority
+
+    def budget(self, scope: str, amount: int, **kwargs: object) -> None:
+        self.authority.create_budget(f"tenant:{self.id}{'/' + scope if scope else ''}", amount, **kwargs)  # type: ignore[arg-type]
+
+    def balance(self, scope: str = "") -> dict[str, object]:
+        path = f"tenant:{self.id}{'/' + scope if scope else ''}"
+        for item in self.authority.balances(self.id):
+            if item["scope_path"] == path:
+                return item
+        raise KeyError(path)
+
+    def spent(self, scope: str = "") -> int:
+        spent = self.balance(scope).get("spent")
+        return int(spent["amount"]) if isinstance(spent, dict) else 0
+
+    def active(self) -> list[dict[str, object]]:
+        return self.authority.reservations(self.id, status="ACTIVE")
+
+
+_counter = 0
+
+
+@pytest.fixture
+def tenant(authority: LocalAuthority, tmp_path) -> Iterator[Tenant]:
+    global _counter
+    _counter += 1
+    tenant_id = f"t{_counter}-{os.getpid()}"
+    authority.create_tenant(tenant_id)
+    key = authority.create_api_key(tenant_id)
+    config = CyclesConfig(base_url=authority.base_url, api_key=key, journal_dir=str(tmp_path / "journal"))
+    client = CyclesClient(config)
+    yield Tenant(tenant_id, client, authority)
+    assert authority.check_invariants() == []
+
+
+@pytest.fixture
+def model() -> Iterator[ScriptedModel]:
+    with ScriptedModel(tool_rounds=2) as server:
+        yield server

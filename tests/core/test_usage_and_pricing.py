@@ -1,0 +1,112 @@
+"""Reading usage attributes (with aliases and bad input) and pricing them."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from otel_cycles._usage import MAX_TOKENS, TokenUsage, UsageStatus, read_usage
+from otel_cycles.pricing import normalize_model_id, price_usage, register_price, usd_to_microcents
+
+
+@pytest.mark.parametrize(
+    ("attributes", "expected"),
+    [
+        ({"gen_ai.usage.input_tokens": 10, "gen_ai.usage.output_tokens": 5}, TokenUsage(10, 5)),
+        ({"gen_ai.usage.prompt_tokens": 10, "gen_ai.usage.completion_tokens": 5}, TokenUsage(10, 5)),
+        ({"llm.token_count.prompt": 10, "llm.token_count.completion": 5}, TokenUsage(10, 5)),
+        (
+            {
+                "gen_ai.usage.input_tokens": 100,
+                "gen_ai.usage.output_tokens": 50,
+                "gen_ai.usage.cache_read.input_tokens": 30,
+                "gen_ai.usage.cache_creation.input_tokens": 20,
+                "gen_ai.usage.reasoning.output_tokens": 10,
+            },
+            TokenUsage(100, 50, 30, 20, 10),
+        ),
+        ({"gen_ai.usage.input_tokens": 10.0, "gen_ai.usage.output_tokens": 5}, TokenUsage(10, 5)),
+    ],
+)
+def test_reads_canonical_and_alias_names(attributes, expected) -> None:
+    reading = read_usage(attributes)
+    assert reading.status is UsageStatus.OK
+    assert reading.usage == expected
+
+
+@pytest.mark.parametrize(
+    ("attributes", "status"),
+    [
+        ({}, UsageStatus.MISSING),
+        (None, UsageStatus.MISSING),
+        ({"gen_ai.usage.input_tokens": 0, "gen_ai.usage.output_tokens": 0}, UsageStatus.MISSING),
+        ({"gen_ai.usage.input_tokens": -1, "gen_ai.usage.output_tokens": 5}, UsageStatus.INVALID),
+        ({"gen_ai.usage.input_tokens": "12", "gen_ai.usage.output_tokens": 5}, UsageStatus.INVALID),
+        ({"gen_ai.usage.input_tokens": 1.5, "gen_ai.usage.output_tokens": 5}, UsageStatus.INVALID),
+        ({"gen_ai.usage.input_tokens": True, "gen_ai.usage.output_tokens": 5}, UsageStatus.INVALID),
+        ({"gen_ai.usage.input_tokens": float("nan"), "gen_ai.usage.output_tokens": 5}, UsageStatus.INVALID),
+        ({"gen_ai.usage.input_tokens": MAX_TOKENS + 1, "gen_ai.usage.output_tokens": 5}, UsageStatus.INVALID),
+        ({"gen_ai.usage.input_tokens": [1], "gen_ai.usage.output_tokens": 5}, UsageStatus.INVALID),
+        (
+            {
+                "gen_ai.usage.input_tokens": 5,
+                "gen_ai.usage.output_tokens": 5,
+                "gen_ai.usage.cache_read.input_tokens": 9,
+            },
+            UsageStatus.INVALID,
+        ),
+    ],
+)
+def test_bad_or_missing_usage_is_never_billable(attributes, status) -> None:
+    assert read_usage(attributes).status is status
+
+
+@pytest.mark.parametrize(
+    ("raw", "default_provider", "ref"),
+    [
+        ("openai:gpt-4o", None, "openai:gpt-4o"),
+        ("openai/gpt-4o", None, "openai:gpt-4o"),
+        ("gpt-4o", "openai", "openai:gpt-4o"),
+        ("gpt-4o", None, "gpt-4o"),
+        ("OpenAI:gpt-4o", None, "openai:gpt-4o"),
+    ],
+)
+def test_normalize_model_id(raw, default_provider, ref) -> None:
+    model = normalize_model_id(raw, default_provider)
+    assert model is not None and model.ref == ref
+
+
+@pytest.mark.parametrize("raw", [None, 42, "", "  ", ":gpt-4o", "openai:", "gpt 4o", "x" * 300])
+def test_malformed_model_ids(raw) -> None:
+    assert normalize_model_id(raw) is None
+
+
+def test_prices_match_genai_prices_and_round_half_even() -> None:
+    model = normalize_model_id("openai:gpt-4o")
+    assert model is not None
+    cost = price_usage(model, TokenUsage(1000, 200, cache_read_tokens=100))
+    assert cost is not None
+    # $2.50/M input, $1.25/M cached input, $10/M output
+    assert cost.input_usd == Decimal("0.002375")
+    assert cost.output_usd == Decimal("0.002")
+    assert cost.microcents == 437_500
+    assert usd_to_microcents(Decimal("0.000000005")) == 0  # half-even: 0.5 microcent rounds to 0
+    assert usd_to_microcents(Decimal("0.000000015")) == 2
+    assert usd_to_microcents(Decimal("0.000000001"), estimate=True) == 1  # estimates round up
+
+
+def test_unknown_model_is_not_priced_at_zero() -> None:
+    model = normalize_model_id("openai:no-such-model-xyz")
+    assert model is not None
+    assert price_usage(model, TokenUsage(10, 10)) is None
+
+
+def test_register_price_overrides() -> None:
+    register_price("acme:house-llm", input_per_mtok="1", output_per_mtok="2")
+    model = normalize_model_id("acme:house-llm")
+    assert model is not None
+    cost = price_usage(model, TokenUsage(1_000_000, 500_000))
+    assert cost is not None and cost.total_usd == Decimal(2)
+    with pytest.raises(ValueError):
+        register_price("bad id with spaces", input_per_mtok=1, output_per_mtok=1)
