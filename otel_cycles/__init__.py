@@ -7,6 +7,7 @@ cost and budget attributes travel with the span to any exporter (`attach`, `conf
 
 from importlib.metadata import version as _metadata_version
 
+from otel_cycles._frameworks import llama_index_model_type
 from otel_cycles.analysis import ScopeBalance, balances, preflight
 from otel_cycles.callback import DEFAULT_TOOL_ESTIMATE, CyclesBudgetCallback, LlmCall
 from otel_cycles.errors import AuthorityUnavailable, BudgetExceeded, GovernanceStop, ReservationRejected
@@ -33,6 +34,7 @@ __all__ = [
     "attach",
     "balances",
     "configure_export",
+    "llama_index_model_type",
     "preflight",
     "register_price",
 ]

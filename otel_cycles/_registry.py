@@ -33,6 +33,15 @@ def span_key(span: Any) -> SpanKey | None:
 
 
 @dataclass
+class OpenToolCall:
+    """A tool call that was reserved and has not reached `after_tool_execution` yet."""
+
+    span: Span
+    call_id: str | None
+    """The provider's tool-call id, where the framework exposes it (see `_frameworks.before_tool_call_id`)."""
+
+
+@dataclass
 class RunState:
     """Per-agent-run state, kept in the AnyAgent `Context.shared` dict (one Context per `run_async`)."""
 
@@ -42,10 +51,15 @@ class RunState:
     """The BudgetExceeded that stopped a tool call a framework swallowed; the next LLM call re-raises it."""
     keys: set[SpanKey] = field(default_factory=set)
     """Spans of this run with an open reservation."""
+    tools: dict[SpanKey, OpenToolCall] = field(default_factory=dict)
+    """Tool calls between their before- and after-hook; parallel calls have several (see `_frameworks`)."""
+    llm_calls: int = 0
+    """LLM calls seen so far; 0 at a tool call means the framework hides its LLM calls (smolagents streaming)."""
+    warned_hidden_llm: bool = False
     last_ticket: int = 0
     """Settlement ticket of the run's latest commit or release; the end of the run waits for it."""
     lock: threading.Lock = field(default_factory=threading.Lock)
-    """Guards `denial`, `keys` and `last_ticket` (LangChain runs hooks on executor threads)."""
+    """Guards every other field (hooks run on executor and pool threads)."""
 
 
 @dataclass

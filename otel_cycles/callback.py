@@ -7,16 +7,20 @@ Flow per call (AnyAgent runs our hooks after it opened the span and before it en
    reservation, so parallel tool calls and LangChain's executor threads are safe). On denial: end the span with
    ERROR and the denial attributes, add it to the agent trace, raise `BudgetExceeded`; the model is never called.
 2. `after_llm_call` / `after_tool_execution`: price the reported usage and stamp the cost on the still-open span,
-   so every exporter, whatever its position among the span processors, exports it.
+   so every exporter, whatever its position among the span processors, exports it. With parallel tool calls
+   AnyAgent's `current_span` may point at a sibling call by then; `after_tool_execution` finds the call's own span
+   (`_frameworks`) and re-targets `current_span`, so AnyAgent ends each tool span exactly once.
 3. The span ends; `CyclesSpanProcessor.on_end` commits (or releases) in the background.
-4. `after_agent_invocation`: release what the framework never finished (LLM errors, cancels, spans AnyAgent never
-   ends), then wait (bounded) until the run's commits and releases were sent, so balances are exact on return.
+4. `after_agent_invocation`: settle what the framework never finished (LLM errors, cancels, spans AnyAgent never
+   ends: released, or committed if the call's after-hook already priced it), then wait (bounded) until the run's
+   commits and releases were sent, so balances are exact on return.
 
 The hooks are synchronous and thread-safe, as every framework but tinyagent requires.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
 import uuid
@@ -29,12 +33,12 @@ from any_agent.callbacks import Callback, Context
 from opentelemetry.trace import Span, Status, StatusCode
 from runcycles import AsyncCyclesClient, CyclesClient, CyclesConfig
 
+from otel_cycles import _frameworks, metrics, pricing
 from otel_cycles import attributes as attr
 from otel_cycles import environment_variables as env
-from otel_cycles import metrics, pricing
 from otel_cycles._accounting import LLM_KIND, TOOL_KIND, Outcome, cost_attributes, decide, settle
 from otel_cycles._estimate import size_request
-from otel_cycles._registry import REGISTRY, PendingReservation, RunState, span_key
+from otel_cycles._registry import REGISTRY, OpenToolCall, PendingReservation, RunState, SpanKey, span_key
 from otel_cycles._reserve import Allowed, Denied, Rejected, Unavailable, reserve
 from otel_cycles._settlement import settlement_for, suppressed_instrumentation
 from otel_cycles.errors import AuthorityUnavailable, BudgetExceeded, GovernanceStop, ReservationRejected
@@ -46,6 +50,10 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_TOOL_ESTIMATE = 100_000
 """USD_MICROCENTS reserved (and, unless `tool_cost` says otherwise, committed) per tool call: $0.001."""
+
+# The tool span reserved last in this asyncio task or thread: how `after_tool_execution` tells parallel calls apart
+# where the framework passes no tool-call id (openai and llama_index run parallel calls as tasks, smolagents on a pool).
+_TOOL_SPAN: contextvars.ContextVar[SpanKey | None] = contextvars.ContextVar("otel_cycles_tool_span", default=None)
 
 _OVERAGE_POLICIES = frozenset({"REJECT", "ALLOW_IF_AVAILABLE", "ALLOW_WITH_OVERDRAFT"})
 _UNIT = "USD_MICROCENTS"
@@ -186,6 +194,8 @@ class CyclesBudgetCallback(Callback):
         raw_model = _attributes(span).get(attr.GEN_AI_REQUEST_MODEL)
         model = pricing.normalize_model_id(raw_model, run.default_provider)
         name = self.action_name or (model.ref if model is not None else "unknown")
+        with run.lock:
+            run.llm_calls += 1
         if run.denial is not None:
             self._deny(context, span, run, run.denial, kind=self.action_kind, name=name)
         estimate, source, price_known = self._llm_estimate(model, args, kwargs)
@@ -206,6 +216,14 @@ class CyclesBudgetCallback(Callback):
         span = context.current_span
         run = self._run(context)
         tool = str(_attributes(span).get(attr.GEN_AI_TOOL_NAME) or "unknown")
+        with run.lock:
+            hidden_llm, run.warned_hidden_llm = run.llm_calls == 0 and not run.warned_hidden_llm, True
+        if hidden_llm:
+            logger.warning(
+                "otel-cycles: tool %r runs before any LLM call was seen in this run; the framework hides its LLM calls "
+                "from callbacks (smolagents with stream_outputs=True?), so they are not budget-governed",
+                tool,
+            )
         if run.denial is not None:
             self._deny(context, span, run, run.denial, kind=TOOL_KIND, name=tool)
         estimate, source = _tool_amount(self.tool_estimate, tool)
@@ -213,6 +231,12 @@ class CyclesBudgetCallback(Callback):
         self._reserve(
             context, span, run, kind=TOOL_KIND, name=tool, estimate=estimate, estimate_source=source, tool_cost=cost
         )
+        key = span_key(span)
+        if key is not None:
+            call_id = _frameworks.before_tool_call_id(_attributes(span), args, kwargs)
+            with run.lock:
+                run.tools[key] = OpenToolCall(span, call_id)
+            _TOOL_SPAN.set(key)
         return context
 
     def after_llm_call(self, context: Context, *args: Any, **kwargs: Any) -> Context:
@@ -220,7 +244,19 @@ class CyclesBudgetCallback(Callback):
         return context
 
     def after_tool_execution(self, context: Context, *args: Any, **kwargs: Any) -> Context:
-        self._stamp_outcome(context.current_span)
+        span = context.current_span
+        run = context.shared.get(self._state_key)
+        own = self._own_tool_span(run, span, args, kwargs) if isinstance(run, RunState) else None
+        if own is not None and own is not span:
+            # A parallel call's before-hook moved current_span, and AnyAgent's span generation just wrote this call's
+            # output to that sibling. Put the output on this call's span and point current_span at it, so
+            # SpanEndCallback (which runs after us) ends and records the right span; the sibling is ended by its own
+            # after-hook, which re-targets the same way.
+            values, status = _frameworks.tool_output_attributes(args, kwargs)
+            own.set_attributes(values)
+            own.set_status(status)
+            context.current_span = span = own
+        self._stamp_outcome(span)
         return context
 
     def after_agent_invocation(self, context: Context, *args: Any, **kwargs: Any) -> Context:
@@ -467,6 +503,29 @@ class CyclesBudgetCallback(Callback):
             logger.debug("otel-cycles could not add the stopped span to the agent trace", exc_info=True)
         raise error
 
+    def _own_tool_span(
+        self, run: RunState, current: Span, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> Span | None:
+        """The span of the tool call this `after_tool_execution` is for, removed from the run's open tool calls.
+
+        By tool-call id where the framework passes one, else by the task's/thread's last reserved tool span, else the
+        current span, else the only open tool call. None if nothing matches (e.g. the call was not reserved).
+        """
+        call_id = _frameworks.after_tool_call_id(args, kwargs)
+        with run.lock:
+            tools = run.tools
+            key: SpanKey | None = None
+            if call_id is not None:
+                key = next((k for k, call in tools.items() if call.call_id == call_id), None)
+            if key is None and _TOOL_SPAN.get() in tools:
+                key = _TOOL_SPAN.get()
+            if key is None and span_key(current) in tools:
+                key = span_key(current)
+            if key is None and len(tools) == 1:
+                key = next(iter(tools))
+            found = tools.pop(key, None) if key is not None else None
+        return found.span if found is not None else None
+
     def _stamp_outcome(self, span: Span) -> None:
         key = span_key(span)
         pending = REGISTRY.get(key) if key is not None else None
@@ -477,14 +536,19 @@ class CyclesBudgetCallback(Callback):
         span.set_attributes(cost_attributes(pending.outcome))
 
     def _release_unfinished(self, context: Context, key: Any, pending: PendingReservation) -> None:
+        """Settle a reservation whose span AnyAgent never ended: commit it if its after-hook priced the finished call
+        (a tool span stranded by a thread race), else release it (errors, cancels, calls that never returned)."""
         span = pending.span
+        finished = pending.outcome is not None and pending.outcome.commit
         if span.is_recording():
-            span.set_attributes({attr.CYCLES_RELEASED: True, attr.CYCLES_ACTUAL_AMOUNT: 0})
-            span.set_status(Status(StatusCode.ERROR, "call never finished; reservation released"))
-            span.end()  # → CyclesSpanProcessor.on_end releases it (errored, no usage)
+            if not finished:
+                span.set_attributes({attr.CYCLES_RELEASED: True, attr.CYCLES_ACTUAL_AMOUNT: 0})
+                span.set_status(Status(StatusCode.ERROR, "call never finished; reservation released"))
+            span.end()  # → CyclesSpanProcessor.on_end commits the stamped outcome, or releases (errored, no usage)
         leftover = REGISTRY.pop(key)
         if leftover is not None:  # no processor saw the span end (none attached, or a non-SDK span)
-            settle(leftover, Outcome(False, 0, "released", reason="call never finished"))
+            outcome = leftover.outcome if finished and leftover.outcome is not None else None
+            settle(leftover, outcome or Outcome(False, 0, "released", reason="call never finished"))
 
 
 def _price_known(model: pricing.ModelId | None) -> bool:
