@@ -9,8 +9,9 @@ from importlib.metadata import version as _metadata_version
 
 from otel_cycles._frameworks import llama_index_model_type
 from otel_cycles.analysis import ScopeBalance, balances, preflight
-from otel_cycles.callback import DEFAULT_TOOL_ESTIMATE, CyclesBudgetCallback, LlmCall
+from otel_cycles.callback import CyclesBudgetCallback
 from otel_cycles.errors import AuthorityUnavailable, BudgetExceeded, GovernanceStop, ReservationRejected
+from otel_cycles.estimates import DEFAULT_TOOL_ESTIMATE, LlmCall
 from otel_cycles.pricing import register_price
 from otel_cycles.processor import CyclesSpanProcessor
 from otel_cycles.sampling import GenAIRecordingSampler

@@ -7,6 +7,7 @@ exactly once even with several processors attached or hooks on LangChain's execu
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,6 +23,10 @@ if TYPE_CHECKING:
 
 SpanKey = tuple[int, int]
 """(trace_id, span_id) of a span."""
+
+# The tool span reserved last in this asyncio task or thread: how `after_tool_execution` tells parallel calls apart
+# where the framework passes no tool-call id (openai and llama_index run parallel calls as tasks, smolagents on a pool).
+_LAST_TOOL_SPAN: contextvars.ContextVar[SpanKey | None] = contextvars.ContextVar("otel_cycles_tool_span", default=None)
 
 
 def span_key(span: Any) -> SpanKey | None:
@@ -60,6 +65,34 @@ class RunState:
     """Settlement ticket of the run's latest commit or release; the end of the run waits for it."""
     lock: threading.Lock = field(default_factory=threading.Lock)
     """Guards every other field (hooks run on executor and pool threads)."""
+
+    def open_tool(self, span: Span, call_id: str | None) -> None:
+        """Remember a reserved tool call until its after-hook (`take_tool`)."""
+        key = span_key(span)
+        if key is None:
+            return
+        with self.lock:
+            self.tools[key] = OpenToolCall(span, call_id)
+        _LAST_TOOL_SPAN.set(key)
+
+    def take_tool(self, call_id: str | None, current: Span) -> Span | None:
+        """The span of the tool call an `after_tool_execution` is for, removed from the open tool calls.
+
+        By tool-call id where the framework passes one, else by the task's/thread's last reserved tool span, else the
+        current span, else the only open tool call. None if nothing matches (e.g. the call was not reserved).
+        """
+        with self.lock:
+            key: SpanKey | None = None
+            if call_id is not None:
+                key = next((k for k, call in self.tools.items() if call.call_id == call_id), None)
+            if key is None and _LAST_TOOL_SPAN.get() in self.tools:
+                key = _LAST_TOOL_SPAN.get()
+            if key is None and span_key(current) in self.tools:
+                key = span_key(current)
+            if key is None and len(self.tools) == 1:
+                key = next(iter(self.tools))
+            found = self.tools.pop(key, None) if key is not None else None
+        return found.span if found is not None else None
 
 
 @dataclass

@@ -8,7 +8,9 @@ from typing import Any
 
 from runcycles import CyclesClient
 
-__all__ = ["ScopeBalance", "balances", "preflight"]
+from otel_cycles._settlement import suppressed_instrumentation
+
+__all__ = ["ScopeBalance", "balances", "limiting_scope", "preflight"]
 
 
 @dataclass(frozen=True)
@@ -92,3 +94,39 @@ def preflight(
         raise RuntimeError(f"POST /v1/decide failed: HTTP {response.status} {response.error_message or ''}")
     decision = response.body.get("decision")
     return decision in ("ALLOW", "ALLOW_WITH_CAPS"), response.body.get("reason_code")
+
+
+def derived_scopes(subject: dict[str, Any]) -> list[str]:
+    """The scope paths a Cycles subject charges, root first (lowercased, gaps skipped), as the protocol derives them."""
+    scopes, parts = [], []
+    for level in ("tenant", "workspace", "app", "workflow", "agent", "toolset"):
+        value = subject.get(level)
+        if value:
+            parts.append(f"{level}:{str(value).lower()}")
+            scopes.append("/".join(parts))
+    return scopes
+
+
+def limiting_scope(client: CyclesClient, subject: dict[str, Any]) -> tuple[str | None, int | None]:
+    """(scope path, remaining) of the subject's budgeted scope with the least remaining budget; (None, None) if the
+    balances cannot be read. Used to explain a denial; never raises."""
+    try:
+        with suppressed_instrumentation():
+            response = client.get_balances(tenant=str(subject["tenant"]))
+        items = response.body.get("balances", []) if response.is_success and isinstance(response.body, dict) else []
+    except Exception:
+        return None, None
+    own = set(derived_scopes(subject))
+    candidates = [
+        (item["remaining"]["amount"], item["scope_path"])
+        for item in items
+        if isinstance(item, dict)
+        and item.get("scope_path") in own
+        and isinstance(item.get("remaining"), dict)
+        and item["remaining"].get("unit") == "USD_MICROCENTS"
+        and isinstance(item["remaining"].get("amount"), int)
+    ]
+    if not candidates:
+        return None, None
+    amount, path = min(candidates)
+    return path, amount

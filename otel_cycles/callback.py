@@ -20,12 +20,10 @@ The hooks are synchronous and thread-safe, as every framework but tinyagent requ
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -37,44 +35,20 @@ from otel_cycles import _frameworks, metrics, pricing
 from otel_cycles import attributes as attr
 from otel_cycles import environment_variables as env
 from otel_cycles._accounting import LLM_KIND, TOOL_KIND, Outcome, cost_attributes, decide, settle
-from otel_cycles._estimate import size_request
-from otel_cycles._registry import REGISTRY, OpenToolCall, PendingReservation, RunState, SpanKey, span_key
+from otel_cycles._registry import REGISTRY, PendingReservation, RunState, span_key
 from otel_cycles._reserve import Allowed, Denied, Rejected, Unavailable, reserve
-from otel_cycles._settlement import settlement_for, suppressed_instrumentation
+from otel_cycles._settlement import settlement_for
+from otel_cycles.analysis import limiting_scope
 from otel_cycles.errors import AuthorityUnavailable, BudgetExceeded, GovernanceStop, ReservationRejected
+from otel_cycles.estimates import DEFAULT_TOOL_ESTIMATE, EstimatePolicy, LlmCall, ToolAmount
 from otel_cycles.processor import ensure_processor
 
-__all__ = ["DEFAULT_TOOL_ESTIMATE", "CyclesBudgetCallback", "LlmCall"]
+__all__ = ["CyclesBudgetCallback"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TOOL_ESTIMATE = 100_000
-"""USD_MICROCENTS reserved (and, unless `tool_cost` says otherwise, committed) per tool call: $0.001."""
-
-# The tool span reserved last in this asyncio task or thread: how `after_tool_execution` tells parallel calls apart
-# where the framework passes no tool-call id (openai and llama_index run parallel calls as tasks, smolagents on a pool).
-_TOOL_SPAN: contextvars.ContextVar[SpanKey | None] = contextvars.ContextVar("otel_cycles_tool_span", default=None)
-
 _OVERAGE_POLICIES = frozenset({"REJECT", "ALLOW_IF_AVAILABLE", "ALLOW_WITH_OVERDRAFT"})
 _UNIT = "USD_MICROCENTS"
-
-
-@dataclass(frozen=True)
-class LlmCall:
-    """What an `llm_estimate` callable is given to size a reservation."""
-
-    model: str
-    """Normalised model id, e.g. `openai:gpt-4o`."""
-    input_tokens: int
-    """Input tokens estimated from the request (characters / 4)."""
-    max_output_tokens: int | None
-    """The request's `max_tokens`, if it set one."""
-    args: tuple[Any, ...]
-    kwargs: Mapping[str, Any]
-
-
-ToolAmount = int | Mapping[str, int] | Callable[[str], int]
-"""A flat amount, a per-tool map (tools not in it fall back to the default), or a callable of the tool name."""
 
 
 class CyclesBudgetCallback(Callback):
@@ -145,9 +119,6 @@ class CyclesBudgetCallback(Callback):
         self.agent = agent or config.agent
         self.toolset = toolset or config.toolset
         self.dimensions = dict(dimensions or {})
-        self.llm_estimate = _check_amount(llm_estimate, "llm_estimate")
-        self.tool_estimate = _check_tool_amount(tool_estimate, "tool_estimate")
-        self.tool_cost = None if tool_cost is None else _check_tool_amount(tool_cost, "tool_cost")
         self.action_kind = action_kind
         self.action_name = action_name
         self.ttl_ms = _positive(ttl_ms, "ttl_ms", env.env_number(env.CYCLES_RESERVATION_TTL_MS, 60_000, minimum=1000))
@@ -157,22 +128,31 @@ class CyclesBudgetCallback(Callback):
         self.overage_policy = overage_policy or env.env_choice(
             env.CYCLES_OVERAGE_POLICY, "ALLOW_IF_AVAILABLE", _OVERAGE_POLICIES
         )
-        self.output_allowance = _positive(
-            output_allowance, "output_allowance", env.env_number(env.CYCLES_LLM_OUTPUT_ALLOWANCE, 1024)
-        )
         buffer = estimate_buffer if estimate_buffer is not None else env.env_number(env.CYCLES_ESTIMATE_BUFFER, 0.2)
         if not 0 <= buffer <= 10:
             raise ValueError(f"estimate_buffer must be between 0 and 10, not {buffer!r}")
-        self.estimate_buffer = Decimal(str(buffer))
-        self.unknown_model_estimate = _positive(
-            unknown_model_estimate,
-            "unknown_model_estimate",
-            env.env_number(env.CYCLES_UNKNOWN_MODEL_ESTIMATE, 2_000_000),
+        self.estimates = EstimatePolicy(
+            llm_estimate=llm_estimate,
+            tool_estimate=tool_estimate,
+            tool_cost=tool_cost,
+            output_allowance=int(
+                _positive(output_allowance, "output_allowance", env.env_number(env.CYCLES_LLM_OUTPUT_ALLOWANCE, 1024))
+            ),
+            buffer=Decimal(str(buffer)),
+            unknown_model_estimate=int(
+                _positive(
+                    unknown_model_estimate,
+                    "unknown_model_estimate",
+                    env.env_number(env.CYCLES_UNKNOWN_MODEL_ESTIMATE, 2_000_000),
+                )
+            ),
         )
+        """How each call's reservation is sized (`otel_cycles.estimates`)."""
         self.fail_open = fail_open if fail_open is not None else env.env_bool(env.CYCLES_FAIL_OPEN, False)
         self.settle_timeout_s = (
             settle_timeout_s if settle_timeout_s is not None else env.env_number(env.CYCLES_SETTLE_TIMEOUT_S, 10.0)
         )
+        self._subject = self._build_subject()
         self._settlement = settlement_for(client)
         self._state_key = f"otel_cycles.run.{id(self):x}"
         pricing.warm_up()
@@ -198,7 +178,7 @@ class CyclesBudgetCallback(Callback):
             run.llm_calls += 1
         if run.denial is not None:
             self._deny(context, span, run, run.denial, kind=self.action_kind, name=name)
-        estimate, source, price_known = self._llm_estimate(model, args, kwargs)
+        estimate, source, price_known = self.estimates.llm(model, args, kwargs)
         self._reserve(
             context,
             span,
@@ -226,17 +206,11 @@ class CyclesBudgetCallback(Callback):
             )
         if run.denial is not None:
             self._deny(context, span, run, run.denial, kind=TOOL_KIND, name=tool)
-        estimate, source = _tool_amount(self.tool_estimate, tool)
-        cost = _tool_amount(self.tool_cost, tool)[0] if self.tool_cost is not None else None
+        estimate, source, cost = self.estimates.tool(tool)
         self._reserve(
             context, span, run, kind=TOOL_KIND, name=tool, estimate=estimate, estimate_source=source, tool_cost=cost
         )
-        key = span_key(span)
-        if key is not None:
-            call_id = _frameworks.before_tool_call_id(_attributes(span), args, kwargs)
-            with run.lock:
-                run.tools[key] = OpenToolCall(span, call_id)
-            _TOOL_SPAN.set(key)
+        run.open_tool(span, _frameworks.before_tool_call_id(_attributes(span), args, kwargs))
         return context
 
     def after_llm_call(self, context: Context, *args: Any, **kwargs: Any) -> Context:
@@ -246,7 +220,7 @@ class CyclesBudgetCallback(Callback):
     def after_tool_execution(self, context: Context, *args: Any, **kwargs: Any) -> Context:
         span = context.current_span
         run = context.shared.get(self._state_key)
-        own = self._own_tool_span(run, span, args, kwargs) if isinstance(run, RunState) else None
+        own = run.take_tool(_frameworks.after_tool_call_id(args, kwargs), span) if isinstance(run, RunState) else None
         if own is not None and own is not span:
             # A parallel call's before-hook moved current_span, and AnyAgent's span generation just wrote this call's
             # output to that sibling. Put the output on this call's span and point current_span at it, so
@@ -283,7 +257,7 @@ class CyclesBudgetCallback(Callback):
             run = context.shared.setdefault(self._state_key, RunState(run_id=uuid.uuid4().hex))
         return run
 
-    def _subject(self) -> dict[str, Any]:
+    def _build_subject(self) -> dict[str, Any]:
         subject: dict[str, Any] = {"tenant": self.tenant}
         for level in ("workspace", "app", "workflow", "agent", "toolset"):
             value = getattr(self, level)
@@ -292,26 +266,6 @@ class CyclesBudgetCallback(Callback):
         if self.dimensions:
             subject["dimensions"] = dict(self.dimensions)
         return subject
-
-    def _llm_estimate(
-        self, model: pricing.ModelId | None, args: tuple[Any, ...], kwargs: Mapping[str, Any]
-    ) -> tuple[int, str, bool]:
-        """(amount, estimate source, whether the model has a known price)."""
-        if isinstance(self.llm_estimate, int):
-            return self.llm_estimate, "fixed", _price_known(model)
-        size = size_request(args, kwargs)
-        if callable(self.llm_estimate):
-            call = LlmCall(model.ref if model else "unknown", size.input_tokens, size.max_output_tokens, args, kwargs)
-            return _check_amount(self.llm_estimate(call), "llm_estimate()"), "callable", _price_known(model)
-        output_tokens = size.max_output_tokens or int(self.output_allowance)
-        amount = (
-            pricing.estimate_microcents(model, size.input_tokens, output_tokens, self.estimate_buffer)
-            if model is not None
-            else None
-        )
-        if amount is None:
-            return int(self.unknown_model_estimate), "fallback", False
-        return amount, "priced", True
 
     def _reserve(
         self,
@@ -328,7 +282,7 @@ class CyclesBudgetCallback(Callback):
         extra: Mapping[str, Any] | None = None,
     ) -> None:
         key = span_key(span)
-        subject = self._subject()
+        subject = self._subject
         action = {"kind": kind, "name": name[:256]}
         idempotency_key = str(uuid.uuid4())
         body: dict[str, Any] = {
@@ -438,7 +392,7 @@ class CyclesBudgetCallback(Callback):
         self._stop(context, span, stop)
 
     def _denial(self, result: Denied, estimate: int, kind: str, name: str) -> BudgetExceeded:
-        scope, remaining = self._limiting_scope()
+        scope, remaining = limiting_scope(self.client, self._subject)
         where = f" at {scope} (remaining {remaining} {_UNIT})" if scope else ""
         return BudgetExceeded(
             f"Budget denied {kind} {name!r}: {result.reason_code}{where}; requested {estimate} {_UNIT}",
@@ -449,26 +403,6 @@ class CyclesBudgetCallback(Callback):
             action_kind=kind,
             action_name=name,
         )
-
-    def _limiting_scope(self) -> tuple[str | None, int | None]:
-        """The subject's budgeted scope with the least remaining budget (one extra request, denial path only)."""
-        try:
-            with suppressed_instrumentation():
-                response = self.client.get_balances(tenant=self.tenant)
-            balances = response.body.get("balances", []) if response.is_success and response.body else []
-        except Exception:
-            return None, None
-        own = set(_derived_scopes(self._subject()))
-        candidates = [
-            (b.get("remaining", {}).get("amount"), b.get("scope_path"))
-            for b in balances
-            if isinstance(b, dict) and b.get("scope_path") in own and b.get("unit", _UNIT) == _UNIT
-        ]
-        candidates = [(amount, path) for amount, path in candidates if isinstance(amount, int)]
-        if not candidates:
-            return None, None
-        amount, path = min(candidates)
-        return path, amount
 
     def _deny(
         self, context: Context, span: Span, run: RunState, error: GovernanceStop, *, kind: str, name: str
@@ -503,29 +437,6 @@ class CyclesBudgetCallback(Callback):
             logger.debug("otel-cycles could not add the stopped span to the agent trace", exc_info=True)
         raise error
 
-    def _own_tool_span(
-        self, run: RunState, current: Span, args: tuple[Any, ...], kwargs: Mapping[str, Any]
-    ) -> Span | None:
-        """The span of the tool call this `after_tool_execution` is for, removed from the run's open tool calls.
-
-        By tool-call id where the framework passes one, else by the task's/thread's last reserved tool span, else the
-        current span, else the only open tool call. None if nothing matches (e.g. the call was not reserved).
-        """
-        call_id = _frameworks.after_tool_call_id(args, kwargs)
-        with run.lock:
-            tools = run.tools
-            key: SpanKey | None = None
-            if call_id is not None:
-                key = next((k for k, call in tools.items() if call.call_id == call_id), None)
-            if key is None and _TOOL_SPAN.get() in tools:
-                key = _TOOL_SPAN.get()
-            if key is None and span_key(current) in tools:
-                key = span_key(current)
-            if key is None and len(tools) == 1:
-                key = next(iter(tools))
-            found = tools.pop(key, None) if key is not None else None
-        return found.span if found is not None else None
-
     def _stamp_outcome(self, span: Span) -> None:
         key = span_key(span)
         pending = REGISTRY.get(key) if key is not None else None
@@ -551,10 +462,6 @@ class CyclesBudgetCallback(Callback):
             settle(leftover, outcome or Outcome(False, 0, "released", reason="call never finished"))
 
 
-def _price_known(model: pricing.ModelId | None) -> bool:
-    return model is not None and pricing.estimate_microcents(model, 1, 1, Decimal(0)) is not None
-
-
 def _attributes(span: Any) -> Mapping[str, Any]:
     values = getattr(span, "attributes", None)
     return values if isinstance(values, Mapping) else {}
@@ -570,45 +477,6 @@ def _remaining(balances: Any, scope_path: str | None) -> int | None:
         if balance.scope_path == scope_path:
             return int(balance.remaining.amount)
     return None
-
-
-def _derived_scopes(subject: Mapping[str, Any]) -> list[str]:
-    scopes, parts = [], []
-    for level in ("tenant", "workspace", "app", "workflow", "agent", "toolset"):
-        value = subject.get(level)
-        if value:
-            parts.append(f"{level}:{str(value).lower()}")
-            scopes.append("/".join(parts))
-    return scopes
-
-
-def _check_amount(value: Any, name: str) -> Any:
-    if value is None or callable(value):
-        return value
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be a non-negative int (USD_MICROCENTS), not {value!r}")
-    return value
-
-
-def _check_tool_amount(value: Any, name: str) -> ToolAmount:
-    if isinstance(value, Mapping):
-        for tool, amount in value.items():
-            _check_amount(amount, f"{name}[{tool!r}]")
-        return value
-    checked: ToolAmount = _check_amount(value, name)
-    return checked
-
-
-def _tool_amount(value: ToolAmount | None, tool: str) -> tuple[int, str]:
-    if isinstance(value, Mapping):
-        if tool in value:
-            return int(value[tool]), "tool_map"
-        return DEFAULT_TOOL_ESTIMATE, "fixed"
-    if callable(value):
-        return int(_check_amount(value(tool), "tool amount")), "callable"
-    if value is None:
-        return DEFAULT_TOOL_ESTIMATE, "fixed"
-    return int(value), "fixed"
 
 
 def _positive(value: float | None, name: str, default: float) -> float:

@@ -8,7 +8,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, Decision
 
 from otel_cycles import CyclesSpanProcessor, GenAIRecordingSampler
-from otel_cycles._estimate import size_request
+from otel_cycles._request_size import size_request
 
 
 def test_processor_ignores_spans_without_reservation() -> None:
