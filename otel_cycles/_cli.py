@@ -17,6 +17,10 @@ def _build_parser() -> argparse.ArgumentParser:
     from otel_cycles.authority._cli import add_authority_command
 
     add_authority_command(subcommands)
+
+    from otel_cycles.demo import add_demo_command
+
+    add_demo_command(subcommands)
     return parser
 
 
