@@ -13,6 +13,8 @@ import otel_cycles.testing
 @pytest.mark.parametrize("module", [otel_cycles, otel_cycles.testing], ids=lambda m: m.__name__)
 def test_all_imports_are_exported(module: ModuleType) -> None:
     included_private_members = ["__version__"]
+    for name in module.__all__:
+        getattr(module, name)  # resolves lazily exported names (and fails for a stale __all__ entry)
     public = [
         name
         for name, value in vars(module).items()
@@ -21,3 +23,14 @@ def test_all_imports_are_exported(module: ModuleType) -> None:
     ]
     assert sorted(module.__all__) == sorted(public)
     assert len(set(module.__all__)) == len(module.__all__)
+
+
+def test_light_imports_do_not_pull_in_anyagent() -> None:
+    # The pytest plugin is loaded in every pytest session of every project that installs otel-cycles; importing
+    # AnyAgent there would install a global tracer provider before the user's conftest could set its own.
+    import subprocess
+    import sys
+
+    code = "import sys, otel_cycles.testing.plugin, otel_cycles.authority; print('any_agent' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "False"

@@ -33,9 +33,7 @@ Fixtures:
 
 After each test the ledger's invariants are checked (`allocated = remaining + spent + reserved + debt`).
 
-Loading the plugin imports `otel_cycles`, hence `any_agent`, which installs an SDK `TracerProvider` as the global
-one if none is set yet. To test with your own provider, pass it to `otel_cycles.attach(provider)`, or disable the
-plugin with `-p no:otel_cycles`.
+Loading the plugin does not import AnyAgent (so it installs no tracer provider); only your tests' own imports do.
 """
 
 from __future__ import annotations
