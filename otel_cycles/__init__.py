@@ -20,6 +20,7 @@ if _typing.TYPE_CHECKING:
     from otel_cycles.estimates import DEFAULT_TOOL_ESTIMATE, LlmCall
     from otel_cycles.pricing import register_price
     from otel_cycles.processor import CyclesSpanProcessor
+    from otel_cycles.redaction import ContentFilterSpanProcessor
     from otel_cycles.sampling import GenAIRecordingSampler
     from otel_cycles.setup import ExportSetup, attach, configure_export
 
@@ -37,6 +38,7 @@ _EXPORTS: dict[str, str] = {
     "LlmCall": "otel_cycles.estimates",
     "register_price": "otel_cycles.pricing",
     "CyclesSpanProcessor": "otel_cycles.processor",
+    "ContentFilterSpanProcessor": "otel_cycles.redaction",
     "GenAIRecordingSampler": "otel_cycles.sampling",
     "ExportSetup": "otel_cycles.setup",
     "attach": "otel_cycles.setup",
@@ -48,6 +50,7 @@ __version__ = _metadata_version("otel-cycles")
 __all__ = [
     "DEFAULT_TOOL_ESTIMATE",
     "AuthorityUnavailable",
+    "ContentFilterSpanProcessor",
     "BudgetExceeded",
     "CyclesBudgetCallback",
     "CyclesSpanProcessor",

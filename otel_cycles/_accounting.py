@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from opentelemetry.trace import Status, StatusCode
 from runcycles import CyclesMetrics
 from runcycles.lifecycle import _build_commit_body, _build_event_fallback_body
 
 from otel_cycles import attributes as attr
 from otel_cycles import metrics
-from otel_cycles._registry import PendingReservation
+from otel_cycles._registry import REGISTRY, PendingReservation, SpanKey
 from otel_cycles._usage import UsageReading, UsageStatus, read_usage
 from otel_cycles.pricing import MICROCENTS_PER_USD, CostBreakdown, price_usage
 
@@ -158,3 +159,22 @@ def _record_metrics(pending: PendingReservation, outcome: Outcome) -> None:
     }
     metrics.token_usage.record(usage.input_tokens, {**common, "gen_ai.token.type": "input"})
     metrics.token_usage.record(usage.output_tokens, {**common, "gen_ai.token.type": "output"})
+
+
+def finish_unended(key: SpanKey, pending: PendingReservation, reason: str) -> None:
+    """Settle a reservation whose span was never ended (errors, cancels, cancelled tasks, thread races).
+
+    Committed if its after-hook already priced the finished call, else released. The span is ended here, so the
+    span processor settles it and exporters see it; if no processor sees it end, it is settled directly.
+    """
+    span = pending.span
+    finished = pending.outcome is not None and pending.outcome.commit
+    if span.is_recording():
+        if not finished:
+            span.set_attributes({attr.CYCLES_RELEASED: True, attr.CYCLES_ACTUAL_AMOUNT: 0})
+            span.set_status(Status(StatusCode.ERROR, f"{reason}; reservation released"))
+        span.end()
+    leftover = REGISTRY.pop(key)
+    if leftover is not None:
+        outcome = leftover.outcome if finished and leftover.outcome is not None else None
+        settle(leftover, outcome or Outcome(False, 0, "released", reason=reason))

@@ -11,6 +11,15 @@ objects AnyAgent passes to the hooks rather than by `if framework == ...`:
   the callback falls back to a context variable (asyncio tasks, pool threads) and then to the current span.
 - **Tool output.** When the callback re-targets `current_span` to the right tool span, `tool_output_attributes` rebuilds
   the `gen_ai.output` attributes AnyAgent's span generation would have put on it (it wrote them to the wrong span).
+- **Starting on the right span.** For the same reason `before_tool_execution` cannot trust `current_span` either:
+  between AnyAgent's span generation setting it and our hook reading it, a parallel call's thread may set it again.
+  `track_current_span()` records, per thread, the last `current_span` this thread assigned; `started_span(context)`
+  returns it. A hook chain runs synchronously on one thread, so that is the span opened for this very call.
+- **Ending the right tool span.** Re-targeting `current_span` is not enough under threads: another call's hook can
+  move it again between our hook and AnyAgent's `SpanEndCallback` (seen with langchain under load). So the callback
+  also hands the span to end to `SpanEndCallback` through a thread-local (`end_here`); a whole after-hook chain runs
+  on one thread, so the hand-over cannot cross calls. `install_span_end_handover()` patches `SpanEndCallback`
+  once, at import of the callback module.
 - **llama_index usage.** any-agent's llama_index LLM always streams and drops the usage chunk, so its `call_llm`
   spans report 0/0 and calls are committed at their estimate. `llama_index_model_type()` is an opt-in model type that
   keeps the usage (pinned to any-agent 1.18's `AnyLLMWrapper`).
@@ -21,13 +30,20 @@ Everything here reads private shapes of pinned versions (any-agent 1.18, see pyp
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from opentelemetry.trace import Status, StatusCode
+from any_agent.callbacks import Context
+from any_agent.callbacks.span_end import SpanEndCallback
+from opentelemetry.trace import Span, Status, StatusCode
 
 __all__ = [
     "after_tool_call_id",
+    "end_here",
+    "started_span",
+    "track_current_span",
+    "install_span_end_handover",
     "before_tool_call_id",
     "llama_index_model_type",
     "tool_output_attributes",
@@ -115,6 +131,53 @@ def tool_output_attributes(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> 
     failed = kind == "text" and _ERROR_MARKER in text
     status = Status(StatusCode.ERROR, text) if failed else Status(StatusCode.OK)
     return {_OUTPUT: text, _OUTPUT_TYPE: kind}, status
+
+
+_handover = threading.local()
+
+
+def track_current_span() -> None:
+    """Record, per thread, the span each `Context.current_span` assignment made (see `started_span`)."""
+    if getattr(Context.__setattr__, "_otel_cycles_tracking", False):
+        return
+
+    def __setattr__(self: Context, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        if name == "current_span":
+            _handover.started = (self, value)
+
+    __setattr__._otel_cycles_tracking = True  # type: ignore[attr-defined]
+    Context.__setattr__ = __setattr__  # type: ignore[method-assign,assignment]
+
+
+def started_span(context: Context) -> Any:
+    """The span this thread last made current on `context`: the one AnyAgent just opened for this hook's call."""
+    started = getattr(_handover, "started", None)
+    if started is not None and started[0] is context:
+        return started[1]
+    return context.current_span
+
+
+def end_here(context: Context, span: Span) -> None:
+    """Tell this thread's `SpanEndCallback.after_tool_execution` (which runs right after us) to end `span`."""
+    _handover.pending = (context, span)
+
+
+def install_span_end_handover() -> None:
+    """Make AnyAgent's `SpanEndCallback` end the tool span our after-hook identified, not whatever `current_span` is."""
+    original = SpanEndCallback.after_tool_execution
+    if getattr(original, "_otel_cycles_handover", False):
+        return
+
+    def after_tool_execution(self: SpanEndCallback, context: Context, *args: Any, **kwargs: Any) -> Context:
+        pending = getattr(_handover, "pending", None)
+        _handover.pending = None
+        if pending is not None and pending[0] is context:
+            context.current_span = pending[1]
+        return original(self, context, *args, **kwargs)
+
+    after_tool_execution._otel_cycles_handover = True  # type: ignore[attr-defined]
+    SpanEndCallback.after_tool_execution = after_tool_execution  # type: ignore[method-assign]
 
 
 def llama_index_model_type() -> type[Any]:

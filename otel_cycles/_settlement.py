@@ -103,14 +103,10 @@ class Settlement:
         with self._cond:
             return self._cond.wait_for(lambda: self._attempted >= ticket, timeout=timeout)
 
-    def drain(self, timeout: float) -> bool:
-        """Wait until every operation queued so far was attempted. Returns whether anything had been outstanding."""
+    def outstanding(self) -> int:
+        """The ticket of the newest queued operation if any is not attempted yet, else 0 (nothing in flight)."""
         with self._cond:
-            outstanding = self._attempted < self._issued
-            ticket = self._issued
-        if outstanding:
-            self.wait(ticket, timeout)
-        return outstanding
+            return self._issued if self._attempted < self._issued else 0
 
     def flush(self, timeout: float) -> bool:
         """Wait for everything queued so far, then for runcycles' background retries; False on timeout."""

@@ -34,7 +34,9 @@ from runcycles import AsyncCyclesClient, CyclesClient, CyclesConfig
 from otel_cycles import _frameworks, metrics, pricing
 from otel_cycles import attributes as attr
 from otel_cycles import environment_variables as env
-from otel_cycles._accounting import LLM_KIND, TOOL_KIND, Outcome, cost_attributes, decide, settle
+from otel_cycles._accounting import LLM_KIND, TOOL_KIND, cost_attributes, decide, finish_unended
+from otel_cycles._heartbeat import heartbeat_for
+from otel_cycles._reaper import REAPER
 from otel_cycles._registry import REGISTRY, PendingReservation, RunState, span_key
 from otel_cycles._reserve import Allowed, Denied, Rejected, Unavailable, reserve
 from otel_cycles._settlement import settlement_for
@@ -46,6 +48,9 @@ from otel_cycles.processor import ensure_processor
 __all__ = ["CyclesBudgetCallback"]
 
 logger = logging.getLogger(__name__)
+
+_frameworks.install_span_end_handover()
+_frameworks.track_current_span()
 
 _OVERAGE_POLICIES = frozenset({"REJECT", "ALLOW_IF_AVAILABLE", "ALLOW_WITH_OVERDRAFT"})
 _UNIT = "USD_MICROCENTS"
@@ -76,6 +81,8 @@ class CyclesBudgetCallback(Callback):
         unknown_model_estimate: Amount reserved and committed for a model with no known price (default 2,000,000).
         fail_open: Let calls proceed when the authority is unreachable (default False: raise AuthorityUnavailable).
         settle_timeout_s: How long the end of a run waits for its commits to be sent (default 10 s; 0: no wait).
+        heartbeat: Extend the reservation of a call that outlives its TTL (a long tool call) while it runs. Off, an
+            expired reservation's spend is still recorded, through the commit's `POST /v1/events` fallback.
         attach_processor: Attach a `CyclesSpanProcessor` to the global tracer provider if none is attached, so
             commits happen even when the user sets up no OpenTelemetry at all (callback-only mode).
     """
@@ -104,6 +111,7 @@ class CyclesBudgetCallback(Callback):
         unknown_model_estimate: int | None = None,
         fail_open: bool | None = None,
         settle_timeout_s: float | None = None,
+        heartbeat: bool = True,
         attach_processor: bool = True,
     ) -> None:
         if client is None:
@@ -152,6 +160,7 @@ class CyclesBudgetCallback(Callback):
         self.settle_timeout_s = (
             settle_timeout_s if settle_timeout_s is not None else env.env_number(env.CYCLES_SETTLE_TIMEOUT_S, 10.0)
         )
+        self.heartbeat = heartbeat
         self._subject = self._build_subject()
         self._settlement = settlement_for(client)
         self._state_key = f"otel_cycles.run.{id(self):x}"
@@ -169,7 +178,7 @@ class CyclesBudgetCallback(Callback):
         return context
 
     def before_llm_call(self, context: Context, *args: Any, **kwargs: Any) -> Context:
-        span = context.current_span
+        span = _frameworks.started_span(context)
         run = self._run(context)
         raw_model = _attributes(span).get(attr.GEN_AI_REQUEST_MODEL)
         model = pricing.normalize_model_id(raw_model, run.default_provider)
@@ -193,7 +202,7 @@ class CyclesBudgetCallback(Callback):
         return context
 
     def before_tool_execution(self, context: Context, *args: Any, **kwargs: Any) -> Context:
-        span = context.current_span
+        span = _frameworks.started_span(context)
         run = self._run(context)
         tool = str(_attributes(span).get(attr.GEN_AI_TOOL_NAME) or "unknown")
         with run.lock:
@@ -230,6 +239,8 @@ class CyclesBudgetCallback(Callback):
             own.set_attributes(values)
             own.set_status(status)
             context.current_span = span = own
+        if own is not None:
+            _frameworks.end_here(context, own)
         self._stamp_outcome(span)
         return context
 
@@ -238,7 +249,7 @@ class CyclesBudgetCallback(Callback):
         if not isinstance(run, RunState):
             return context
         for key, pending in REGISTRY.open_for_run(run):
-            self._release_unfinished(context, key, pending)
+            finish_unended(key, pending, "call never finished")
         if self.settle_timeout_s > 0:
             with run.lock:
                 ticket = run.last_ticket
@@ -306,10 +317,12 @@ class CyclesBudgetCallback(Callback):
         if self.agent:
             span_attributes[attr.GEN_AI_AGENT_NAME] = self.agent
         started = time.perf_counter()
+        in_flight = self._settlement.outstanding()
         result = reserve(self.client, body)
-        if isinstance(result, Denied) and self._settlement.drain(self.settle_timeout_s or 5.0):
-            # Commits still queued hold their full estimates at the authority until they land; once they have
-            # returned the unused part, ask again so a denial never depends on the settlement worker's timing.
+        if isinstance(result, Denied) and in_flight:
+            # Commits queued or in flight when we asked still held their full estimates at the authority; once they
+            # have returned the unused part, ask again, so a denial never depends on the settlement worker's timing.
+            self._settlement.wait(in_flight, self.settle_timeout_s or 5.0)
             body["idempotency_key"] = idempotency_key = str(uuid.uuid4())
             result = reserve(self.client, body)
         elapsed = time.perf_counter() - started
@@ -355,6 +368,9 @@ class CyclesBudgetCallback(Callback):
             span.set_attributes(span_attributes)
             if key is not None:
                 REGISTRY.add(key, pending)
+                if self.heartbeat:
+                    heartbeat_for(self.client).watch(key, pending, int(self.ttl_ms), response.remaining_ttl_ms)
+                REAPER.watch(key, pending)
             return
         if isinstance(result, Denied):
             span.set_attributes(span_attributes)
@@ -445,21 +461,6 @@ class CyclesBudgetCallback(Callback):
         errored = _status_code(span) is StatusCode.ERROR
         pending.outcome = decide(pending, _attributes(span), errored)
         span.set_attributes(cost_attributes(pending.outcome))
-
-    def _release_unfinished(self, context: Context, key: Any, pending: PendingReservation) -> None:
-        """Settle a reservation whose span AnyAgent never ended: commit it if its after-hook priced the finished call
-        (a tool span stranded by a thread race), else release it (errors, cancels, calls that never returned)."""
-        span = pending.span
-        finished = pending.outcome is not None and pending.outcome.commit
-        if span.is_recording():
-            if not finished:
-                span.set_attributes({attr.CYCLES_RELEASED: True, attr.CYCLES_ACTUAL_AMOUNT: 0})
-                span.set_status(Status(StatusCode.ERROR, "call never finished; reservation released"))
-            span.end()  # → CyclesSpanProcessor.on_end commits the stamped outcome, or releases (errored, no usage)
-        leftover = REGISTRY.pop(key)
-        if leftover is not None:  # no processor saw the span end (none attached, or a non-SDK span)
-            outcome = leftover.outcome if finished and leftover.outcome is not None else None
-            settle(leftover, outcome or Outcome(False, 0, "released", reason="call never finished"))
 
 
 def _attributes(span: Any) -> Mapping[str, Any]:

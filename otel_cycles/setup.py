@@ -23,6 +23,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from otel_cycles.processor import CyclesSpanProcessor, ensure_processor
+from otel_cycles.redaction import ContentFilterSpanProcessor
 
 __all__ = ["ExportSetup", "attach", "configure_export"]
 
@@ -98,6 +99,7 @@ def configure_export(
     metric_interval_ms: int = 10_000,
     span_exporter: SpanExporter | None = None,
     metric_reader: MetricReader | None = None,
+    capture_content: bool | None = None,
 ) -> ExportSetup:
     """Mode 2: export governed traces and metrics over OTLP (e.g. to `collector/`).
 
@@ -110,6 +112,8 @@ def configure_export(
         metric_interval_ms: Metric export interval.
         span_exporter: Use this exporter instead of OTLP (tests, or another backend).
         metric_reader: Use this metric reader instead of periodic OTLP export.
+        capture_content: Export prompt, completion and tool content (`gen_ai.input.messages`, `gen_ai.output`,
+            `gen_ai.tool.args`, ...). None reads `CYCLES_CAPTURE_CONTENT` (default true).
     """
     provider = _sdk_provider(tracer_provider)
     protocol = (protocol or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf").lower()
@@ -119,7 +123,8 @@ def configure_export(
     if span_exporter is None:
         span_exporter, metric_exporter = _otlp_exporters(endpoint, protocol)
     batch = BatchSpanProcessor(span_exporter)
-    provider.add_span_processor(batch)
+    # Prompt and completion content is exported unless CYCLES_CAPTURE_CONTENT=false (or capture_content=False).
+    provider.add_span_processor(ContentFilterSpanProcessor(batch, capture_content=capture_content))
     cycles = attach(provider)
     meter_provider: MeterProvider | None = None
     if export_metrics:

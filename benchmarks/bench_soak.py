@@ -1,0 +1,264 @@
+"""Soak: thousands of governed calls with random model errors, failing tools, cancelled runs and parallel tool calls.
+
+One process, one embedded authority, one scripted model. Each run picks a scenario at random (seeded): a normal run
+(3 LLM + 2 tool calls), parallel tool calls (2 per round), a model HTTP 500 (the reservation is released), a tool
+that raises, or a run cancelled mid-tool (`asyncio.wait_for` times out while the tool sleeps). Checked at the end:
+
+* zero drift: the authority's `spent` equals the usage priced independently (genai-prices on each finished span's
+  reported tokens, plus the flat tool cost), summed over every governed span;
+* zero leaked reservations: nothing ACTIVE and nothing reserved once the run is over (cancelled runs included);
+* flat memory: tracemalloc and RSS at start / middle / end of the governed loop.
+
+Run: `.venv/bin/python -m benchmarks.bench_soak [--calls 10000] [--seed 1] [--no-write]` (writes the "Soak" section
+of RELIABILITY.md). `tests/reliability/test_soak.py` runs ~500 calls.
+"""
+
+# ruff: noqa: E501  (the report templates are Markdown table rows)
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import random
+import sys
+import tempfile
+import time
+import tracemalloc
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RELIABILITY = ROOT / "RELIABILITY.md"
+SCENARIOS = ("ok", "parallel", "model_error", "tool_error", "cancel")
+WEIGHTS = (0.45, 0.2, 0.12, 0.12, 0.11)
+
+
+@dataclass
+class SoakResult:
+    calls: int = 0
+    runs: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SCENARIOS, 0))
+    priced: int = 0
+    """Independently priced usage of every finished, non-released governed span."""
+    stamped: int = 0
+    """Sum of `cycles.actual.amount` over the same spans (what otel-cycles decided to commit)."""
+    spent: int = 0
+    reserved: int = 0
+    active_left: int = 0
+    released: int = 0
+    invariant_problems: list[str] = field(default_factory=list)
+    memory: list[tuple[str, int, float, float]] = field(default_factory=list)
+    """(label, calls so far, tracemalloc current MiB, RSS MiB)."""
+    elapsed_s: float = 0.0
+
+    @property
+    def drift(self) -> int:
+        return self.spent - self.priced
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as statm:
+        pages = int(statm.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _independent_price(attributes: Any) -> int:
+    import genai_prices
+
+    if attributes["cycles.action.kind"] == "tool.execution":
+        return int(attributes["cycles.estimate.amount"])
+    if attributes.get("gen_ai.usage.cost.source") != "local":
+        return int(attributes["cycles.estimate.amount"])  # unusable usage: the documented rule commits the estimate
+    price = genai_prices.calc_price(
+        genai_prices.Usage(
+            input_tokens=attributes["gen_ai.usage.input_tokens"], output_tokens=attributes["gen_ai.usage.output_tokens"]
+        ),
+        "gpt-4o",
+        provider_id="openai",
+    )
+    return int((price.total_price * Decimal(100_000_000)).to_integral_value())
+
+
+def run_soak(
+    calls: int, exporter: Any, seed: int = 1, tool_delay_s: float = 0.01, make_callback: Any = None
+) -> SoakResult:
+    """Run governed agent runs until `calls` reservations were made; `exporter` is an in-memory span exporter
+    already attached to the global tracer provider (it is cleared as the soak goes, to keep memory flat).
+    `make_callback(**kwargs)` builds the callback (default: `CyclesBudgetCallback`)."""
+    from any_agent import AgentConfig, AnyAgent
+    from runcycles import CyclesClient, CyclesConfig
+
+    from otel_cycles import CyclesBudgetCallback
+    from otel_cycles.authority import LocalAuthority
+    from otel_cycles.testing import ScriptedModel
+
+    rng = random.Random(seed)
+    result = SoakResult()
+
+    def search_web(query: str) -> str:
+        """Search the web.
+
+        Args:
+            query: What to search for.
+        """
+        time.sleep(tool_delay_s)
+        return f"results for {query}"
+
+    async def slow_search(query: str) -> str:
+        """Search the web, slowly.
+
+        Args:
+            query: What to search for.
+        """
+        await asyncio.sleep(1.0)
+        return f"results for {query}"
+
+    def broken_search(query: str) -> str:
+        """Search the web (broken).
+
+        Args:
+            query: What to search for.
+        """
+        raise RuntimeError("search backend down")
+
+    with tempfile.TemporaryDirectory() as tmp, ScriptedModel(tool_rounds=2) as model:
+        authority = LocalAuthority(os.path.join(tmp, "ledger.db"), sweep_interval_s=1.0)
+        try:
+            authority.create_tenant("soak")
+            key = authority.create_api_key("soak")
+            authority.create_budget("tenant:soak", 10**15)
+            client = CyclesClient(CyclesConfig(base_url=authority.base_url, api_key=key, journal_dir=f"{tmp}/journal"))
+            if make_callback is None:
+                make_callback = CyclesBudgetCallback
+            callback = make_callback(client=client, tenant="soak", agent="soaker")
+
+            def agent(tools: list[Any]) -> Any:
+                config = AgentConfig(
+                    model_id="openai:gpt-4o", api_base=model.base_url, api_key="sk-fake", tools=tools,
+                    callbacks=[callback],
+                )  # fmt: skip
+                return AnyAgent.create("tinyagent", config)
+
+            agents = {"normal": agent([search_web]), "broken": agent([broken_search]), "slow": agent([slow_search])}
+            tracemalloc.start()
+            gc.collect()
+            result.memory.append(("start", 0, tracemalloc.get_traced_memory()[0] / 2**20, _rss_mib()))
+            started = time.monotonic()
+            middle_recorded = False
+            while result.calls < calls:
+                scenario = rng.choices(SCENARIOS, WEIGHTS)[0]
+                result.runs[scenario] += 1
+                prompt = "Research budget governance"
+                try:
+                    if scenario == "cancel":
+
+                        async def cancelled(prompt: str = prompt, timeout: float = 0.05 + rng.random() * 0.1) -> None:
+                            await asyncio.wait_for(agents["slow"].run_async(prompt), timeout=timeout)
+
+                        asyncio.run(cancelled())
+                    else:
+                        which = "broken" if scenario == "tool_error" else "normal"
+                        if scenario == "parallel":
+                            prompt += " PARALLEL"
+                        if scenario == "model_error":
+                            prompt += " FAIL500"
+                        agents[which].run(prompt)
+                except Exception:  # model errors, cancellations: expected
+                    pass
+                for span in exporter.get_finished_spans():
+                    attributes = span.attributes or {}
+                    if not attributes.get("cycles.action.kind") or "cycles.reservation.id" not in attributes:
+                        continue
+                    result.calls += 1
+                    if attributes.get("cycles.released"):
+                        result.released += 1
+                        continue
+                    result.stamped += int(attributes["cycles.actual.amount"])
+                    result.priced += _independent_price(attributes)
+                exporter.clear()
+                if not middle_recorded and result.calls >= calls // 2:
+                    middle_recorded = True
+                    gc.collect()
+                    result.memory.append(
+                        ("middle", result.calls, tracemalloc.get_traced_memory()[0] / 2**20, _rss_mib())
+                    )
+            result.elapsed_s = time.monotonic() - started
+            gc.collect()
+            result.memory.append(("end", result.calls, tracemalloc.get_traced_memory()[0] / 2**20, _rss_mib()))
+            tracemalloc.stop()
+            from otel_cycles._settlement import flush_all
+
+            flush_all(30)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:  # late commits of cancelled runs, if any, land asynchronously
+                balance = next(b for b in authority.balances("soak") if b["scope_path"] == "tenant:soak")
+                if int(balance["spent"]["amount"]) >= result.priced and not authority.reservations("soak", "ACTIVE"):
+                    break
+                time.sleep(0.1)
+            balance = next(b for b in authority.balances("soak") if b["scope_path"] == "tenant:soak")
+            result.spent = int(balance["spent"]["amount"])
+            result.reserved = int(balance["reserved"]["amount"])
+            result.active_left = len(authority.reservations("soak", status="ACTIVE"))
+            result.invariant_problems = authority.check_invariants()
+            return result
+        finally:
+            authority.stop()
+
+
+def _report(result: SoakResult, command: str) -> str:
+    rows = "\n".join(
+        f"| {label} | {calls:,} | {traced:.2f} | {rss:.1f} |" for label, calls, traced, rss in result.memory
+    )
+    runs = ", ".join(f"{k} {v}" for k, v in result.runs.items())
+    return f"""Command: `{command}`
+
+| figure | value |
+|---|---|
+| governed calls (reservations) | {result.calls:,} in {result.elapsed_s:.0f} s ({result.calls / result.elapsed_s:.0f} calls/s) |
+| runs by scenario | {runs} |
+| released (errors, cancels) | {result.released:,} |
+| priced usage (independent) / committed spend at the authority | {result.priced:,} / {result.spent:,} USD_MICROCENTS |
+| **drift** | **{result.drift}** |
+| reserved at the end / reservations left ACTIVE | {result.reserved} / {result.active_left} |
+| ledger invariant violations | {len(result.invariant_problems)} |
+
+| point | calls | tracemalloc (MiB) | RSS (MiB) |
+|---|---|---|---|
+{rows}
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=10_000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    os.environ.setdefault("OPENAI_API_KEY", "sk-fake")
+    os.environ.setdefault("OPENAI_AGENTS_DISABLE_TRACING", "1")
+    import any_agent  # noqa: F401  (installs the SDK tracer provider)
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = trace.get_tracer_provider()
+    assert isinstance(provider, TracerProvider)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    result = run_soak(args.calls, exporter, seed=args.seed)
+    report = _report(result, f".venv/bin/python -m benchmarks.bench_soak --calls {args.calls} --seed {args.seed}")
+    print(report)
+    if not args.no_write:
+        sys.path.insert(0, str(ROOT))
+        from benchmarks._results import write_section
+
+        write_section("Soak", report, RELIABILITY)
+    if result.drift or result.active_left or result.reserved or result.invariant_problems:
+        raise SystemExit(f"soak check failed: {result}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""The authority is down or restarts: fail-closed by default, fail-open on request, and every commit lands once."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import pytest
+
+from otel_cycles import CyclesBudgetCallback
+from otel_cycles.errors import AuthorityUnavailable
+from otel_cycles.testing import ScriptedModel
+from tests.core.agents import make_agent
+from tests.reliability.conftest import Stack
+from tests.reliability.fault_proxy import FaultProxy
+from tests.reliability.helpers import committed, governed, metric_sum
+
+
+def test_fail_closed_names_the_authority_and_never_calls_the_model(stack: Stack, model: ScriptedModel) -> None:
+    stack.budget("", 100_000_000)
+    callback = CyclesBudgetCallback(client=stack.client(), tenant=stack.tenant)
+    stack.stop()
+    started = time.monotonic()
+    with pytest.raises(AuthorityUnavailable) as raised:
+        make_agent(model, [callback]).run("Research budget governance")
+    elapsed = time.monotonic() - started
+    assert stack.base_url in str(raised.value)
+    assert "fail-closed" in str(raised.value)
+    assert model.request_count == 0
+    assert elapsed < 3.0  # two connection-refused attempts, no long backoff on the critical path
+
+
+def test_fail_open_proceeds_marks_the_span_and_records_the_spend_as_events_later(
+    stack: Stack, model: ScriptedModel, spans, metric_reader
+) -> None:
+    stack.budget("", 100_000_000)
+    before = metric_sum(metric_reader, "cycles.fail_open")
+    callback = CyclesBudgetCallback(client=stack.client(), tenant=stack.tenant, fail_open=True, settle_timeout_s=0)
+    stack.stop()
+    make_agent(model, [callback]).run("Research budget governance")
+    assert model.request_count == 3
+    calls = governed(spans)
+    assert len(calls) == 5 and all(s.attributes["cycles.fail_open"] is True for s in calls)
+    assert all(s.attributes["cycles.reason_code"] == "AUTHORITY_UNAVAILABLE" for s in calls)
+    assert metric_sum(metric_reader, "cycles.fail_open") - before == 5
+    expected = committed(spans)
+    assert expected > 0
+
+    time.sleep(0.5)  # a few event attempts fail while the authority is still down
+    stack.start()
+    assert stack.wait_for(lambda: stack.spent() == expected), (stack.spent(), expected)
+    time.sleep(0.5)  # and nothing lands twice
+    assert stack.spent() == expected
+    assert stack.active() == []
+
+
+def test_commits_pending_across_a_restart_land_exactly_once(stack: Stack, model: ScriptedModel, spans) -> None:
+    """The authority dies inside a tool call: the tool's own commit, the LLM commits queued behind it and the
+    fail-open calls after it all land once the authority is back, each exactly once."""
+    stack.budget("", 100_000_000)
+
+    def search_web(query: str) -> str:
+        """Search the web.
+
+        Args:
+            query: What to search for.
+        """
+        if stack.authority is not None:
+            stack.stop()
+        return f"results for {query}"
+
+    callback = CyclesBudgetCallback(client=stack.client(), tenant=stack.tenant, fail_open=True, settle_timeout_s=0)
+    make_agent(model, [callback], tools=[search_web]).run("Research budget governance")
+    expected = committed(spans)
+    time.sleep(1.0)
+    stack.start()
+    assert stack.wait_for(lambda: stack.spent() == expected), (stack.spent(), expected)
+    time.sleep(0.5)
+    assert stack.spent() == expected
+    assert stack.active() == []
+
+
+def test_ambiguous_commits_are_retried_with_the_same_key_and_counted_once(
+    stack: Stack, proxy: FaultProxy, model: ScriptedModel, spans
+) -> None:
+    """Each commit is applied by the authority but its answer is lost (connection dropped, then a 503): the client
+    retries with the same idempotency key and the authority replays, so the spend is counted once."""
+    stack.budget("", 100_000_000)
+    proxy.add(path="/commit", method="POST", after="drop", first_per_path=True)
+    second = proxy.add(path="/commit", method="POST", status=503, body={"error": "INTERNAL_ERROR", "message": "x"})
+    second.first_per_path = True
+    callback = CyclesBudgetCallback(client=stack.client(proxy.base_url), tenant=stack.tenant, settle_timeout_s=30)
+    make_agent(model, [callback]).run("Research budget governance")
+    expected = committed(spans)
+
+    def retried_to_success() -> bool:
+        per_reservation = Counter(e.path for e in proxy.requests("/commit", "POST"))
+        return len(per_reservation) == 5 and all(n == 3 for n in per_reservation.values())
+
+    assert stack.wait_for(retried_to_success)  # dropped (applied), 503, then the replayed success
+    assert stack.wait_for(lambda: stack.spent() == expected)
+    commits = proxy.requests("/commit", "POST")
+    per_reservation = Counter(e.path for e in commits)
+    for path in per_reservation:
+        assert len({e.idempotency_key for e in commits if e.path == path}) == 1  # same key on every attempt
+    time.sleep(0.3)
+    assert stack.spent() == expected
+    assert stack.active() == []
