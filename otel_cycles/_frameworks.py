@@ -174,6 +174,10 @@ def install_span_end_handover() -> None:
         _handover.pending = None
         if pending is not None and pending[0] is context:
             context.current_span = pending[1]
+        elif not context.current_span.is_recording():
+            # A parallel call's chain already ended (and recorded) the span current_span points at; ending it
+            # again would add it to the AgentTrace twice.
+            return context
         return original(self, context, *args, **kwargs)
 
     after_tool_execution._otel_cycles_handover = True  # type: ignore[attr-defined]

@@ -5,11 +5,11 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from otel_cycles.authority._admin import decode_cursor, encode_cursor
 from otel_cycles.authority._errors import invalid
 from otel_cycles.authority._sql import Queries
 from otel_cycles.authority._validation import SUBJECT_LEVELS, parse_iso_ms
-from otel_cycles.authority.ledger import SQLiteLedger, reservation_view
+from otel_cycles.authority._views import decode_cursor, encode_cursor, reservation_view
+from otel_cycles.authority.ledger import SQLiteLedger
 
 __all__ = ["list_reservations"]
 

@@ -5,10 +5,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ["DUMPS", "Budget"]
+__all__ = ["DUMPS", "Budget", "dumps_or_none"]
 
 DUMPS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 """Compact JSON encoder used for stored bodies and responses."""
+
+
+def dumps_or_none(value: Any) -> str | None:
+    """Return `DUMPS(value)`, or None for None (an optional JSON column)."""
+    return None if value is None else DUMPS(value)
 
 
 class Budget:

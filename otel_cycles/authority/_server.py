@@ -9,7 +9,8 @@ import signal
 import threading
 from collections.abc import Callable
 
-from otel_cycles.authority._http import AuthorityApp, HttpProtocol
+from otel_cycles.authority._http import AuthorityApp
+from otel_cycles.authority._http_protocol import HttpProtocol
 from otel_cycles.authority.ledger import SQLiteLedger
 
 __all__ = ["BackgroundServer", "ServerHandle", "run_foreground", "start_server"]

@@ -179,6 +179,7 @@ class Queries:
 
     # -- reservations
     SELECT_RESERVATION = f"SELECT {_RESERVATION_COLUMNS} FROM reservations WHERE reservation_id = ?"
+    SELECT_RESERVATION_STATE = "SELECT state FROM reservations WHERE reservation_id = ?"
     RESERVATION_COLUMNS = _RESERVATION_COLUMNS
     INSERT_RESERVATION = (
         "INSERT INTO reservations (reservation_id, tenant_id, state, subject_json, action_json, unit, estimate, "

@@ -17,6 +17,7 @@ __all__ = [
     "OVERAGE_POLICIES",
     "SUBJECT_LEVELS",
     "UNITS",
+    "check_commit_policy",
     "parse_action",
     "parse_amount",
     "parse_commit",
@@ -27,10 +28,12 @@ __all__ = [
     "parse_release",
     "parse_reserve",
     "parse_subject",
+    "reject_unknown",
 ]
 
 UNITS = frozenset({"USD_MICROCENTS", "TOKENS", "CREDITS", "RISK_POINTS"})
 OVERAGE_POLICIES = frozenset({"REJECT", "ALLOW_IF_AVAILABLE", "ALLOW_WITH_OVERDRAFT"})
+_COMMIT_POLICIES = ("REJECT", "ALLOW_IF_AVAILABLE", "ALLOW_WITH_OVERDRAFT")
 SUBJECT_LEVELS = ("tenant", "workspace", "app", "workflow", "agent", "toolset")
 _SUBJECT_KEYS = frozenset((*SUBJECT_LEVELS, "dimensions"))
 _SEGMENT_RE = re.compile(r"^[a-zA-Z0-9_.-]+$")
@@ -41,6 +44,19 @@ def _obj(value: Any, name: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise invalid(f"{name} must be a JSON object")
     return value
+
+
+def reject_unknown(body: dict[str, Any], allowed: frozenset[str]) -> None:
+    """Reject an admin request body with fields outside `allowed` (400, naming them)."""
+    extra = set(body) - allowed
+    if extra:
+        raise invalid(f"unknown field(s): {', '.join(sorted(extra))}")
+
+
+def check_commit_policy(value: Any, name: str) -> None:
+    """Reject `value` unless it is a `CommitOveragePolicy` (compared by equality, so any JSON value is safe)."""
+    if value not in _COMMIT_POLICIES:
+        raise invalid(f"{name} is not a CommitOveragePolicy")
 
 
 def _check_keys(value: dict[str, Any], allowed: Iterable[str], required: Iterable[str], name: str) -> None:
@@ -154,6 +170,16 @@ def _policy(body: dict[str, Any]) -> str | None:
     return str(policy)
 
 
+def _subject_request(body: dict[str, Any], amount_field: str) -> dict[str, Any]:
+    """Validate the fields a reserve, decide or event body opens with: key, subject, action and its amount."""
+    return {
+        "idempotency_key": _idem(body),
+        "subject": parse_subject(body["subject"]),
+        "action": parse_action(body["action"]),
+        amount_field: parse_amount(body[amount_field], amount_field),
+    }
+
+
 _RESERVE_KEYS = (
     "idempotency_key",
     "subject",
@@ -177,10 +203,7 @@ def parse_reserve(value: Any) -> dict[str, Any]:
     ttl = body.get("ttl_ms")
     grace = body.get("grace_period_ms")
     return {
-        "idempotency_key": _idem(body),
-        "subject": parse_subject(body["subject"]),
-        "action": parse_action(body["action"]),
-        "estimate": parse_amount(body["estimate"], "estimate"),
+        **_subject_request(body, "estimate"),
         "ttl_ms": None if ttl is None else _int(ttl, "ttl_ms", 1000, 86_400_000),
         "grace_period_ms": None if grace is None else _int(grace, "grace_period_ms", 0, 60_000),
         "overage_policy": _policy(body),
@@ -194,13 +217,7 @@ def parse_decide(value: Any) -> dict[str, Any]:
     body = _obj(value, "body")
     keys = ("idempotency_key", "subject", "action", "estimate", "metadata")
     _check_keys(body, keys, keys[:4], "body")
-    return {
-        "idempotency_key": _idem(body),
-        "subject": parse_subject(body["subject"]),
-        "action": parse_action(body["action"]),
-        "estimate": parse_amount(body["estimate"], "estimate"),
-        "metadata": _metadata(body),
-    }
+    return {**_subject_request(body, "estimate"), "metadata": _metadata(body)}
 
 
 def parse_commit(value: Any) -> dict[str, Any]:
@@ -251,10 +268,7 @@ def parse_event(value: Any) -> dict[str, Any]:
     if "client_time_ms" in body:
         _int(body["client_time_ms"], "client_time_ms")
     return {
-        "idempotency_key": _idem(body),
-        "subject": parse_subject(body["subject"]),
-        "action": parse_action(body["action"]),
-        "actual": parse_amount(body["actual"], "actual"),
+        **_subject_request(body, "actual"),
         "overage_policy": _policy(body),
         "metrics": _metrics(body["metrics"]) if "metrics" in body else None,
         "metadata": _metadata(body),

@@ -32,6 +32,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
+from otel_cycles.testing import _wire as wire
+
 __all__ = [
     "DEFAULT_FAIL_MARKER",
     "DEFAULT_PARALLEL_MARKER",
@@ -437,7 +439,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         """Serve `GET /v1/models`."""
         if self.path.rstrip("/") != "/v1/models":
-            self._send_json(404, _error_body("not found", "not_found"))
+            self._send_json(404, wire.error_body("not found", "not_found"))
             return
         model = self.server.model.model
         self._send_json(200, {"object": "list", "data": [{"id": model, "object": "model", "owned_by": "scripted"}]})
@@ -447,14 +449,14 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         if self.path.rstrip("/") != "/v1/chat/completions":
-            self._send_json(404, _error_body("not found", "not_found"))
+            self._send_json(404, wire.error_body("not found", "not_found"))
             return
         try:
             body = json.loads(raw or b"{}")
             if not isinstance(body, dict):
                 raise ValueError("body is not an object")
         except ValueError as exc:
-            self._send_json(400, _error_body(f"invalid JSON body: {exc}", "invalid_request_error"))
+            self._send_json(400, wire.error_body(f"invalid JSON body: {exc}", "invalid_request_error"))
             return
         model = self.server.model
         received_at = time.time()
@@ -466,11 +468,11 @@ class _Handler(BaseHTTPRequestHandler):
         usage = model.usage_for(n, response) if response.status == 200 else None
         model._record(ServedRequest(n, body, response.status, usage, response, received_at))
         if usage is None:
-            self._send_json(response.status, _error_body(f"scripted failure of request {n}", "server_error"))
+            self._send_json(response.status, wire.error_body(f"scripted failure of request {n}", "server_error"))
         elif body.get("stream"):
-            self._send_stream(_stream_chunks(body, n, response, usage, model.model))
+            self._send_stream(wire.stream_chunks(body, n, response, usage, model.model))
         else:
-            self._send_json(200, _completion(body, n, response, usage, model.model))
+            self._send_json(200, wire.completion(body, n, response, usage, model.model))
 
     def _send_connection_header(self) -> None:
         if not self.server.model.keep_alive:
@@ -498,62 +500,3 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
-
-
-# -- wire format ---------------------------------------------------------------------------------------------------
-
-
-def _error_body(message: str, kind: str) -> dict[str, Any]:
-    return {"error": {"message": message, "type": kind, "param": None, "code": None}}
-
-
-def _wire_tool_calls(response: ScriptedResponse, n: int) -> list[dict[str, Any]]:
-    calls = []
-    for k, call in enumerate(response.tool_calls):
-        arguments = call.arguments if isinstance(call.arguments, str) else json.dumps(dict(call.arguments))
-        call_id = call.id or f"call_{n}s{k}"
-        calls.append({"id": call_id, "type": "function", "function": {"name": call.name, "arguments": arguments}})
-    return calls
-
-
-def _finish_reason(response: ScriptedResponse) -> str:
-    return response.finish_reason or ("tool_calls" if response.tool_calls else "stop")
-
-
-def _completion(body: RequestBody, n: int, response: ScriptedResponse, usage: Usage, model: str) -> dict[str, Any]:
-    message: dict[str, Any] = {"role": "assistant", "content": response.content, "refusal": None}
-    if response.tool_calls:
-        message["tool_calls"] = _wire_tool_calls(response, n)
-    return {
-        "id": f"chatcmpl-scripted-{n}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": body.get("model") or model,
-        "choices": [{"index": 0, "message": message, "finish_reason": _finish_reason(response), "logprobs": None}],
-        "usage": usage.to_json(),
-    }
-
-
-def _stream_chunks(
-    body: RequestBody, n: int, response: ScriptedResponse, usage: Usage, model: str
-) -> list[dict[str, Any]]:
-    base = {"id": f"chatcmpl-scripted-{n}", "object": "chat.completion.chunk", "created": int(time.time())}
-    base["model"] = body.get("model") or model
-
-    def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
-        return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}]}
-
-    chunks = [chunk({"role": "assistant", "content": ""})]
-    if response.content:
-        words = response.content.split(" ")
-        chunks += [chunk({"content": word if i == 0 else " " + word}) for i, word in enumerate(words)]
-    for index, call in enumerate(_wire_tool_calls(response, n)):
-        head = {"index": index, "id": call["id"], "type": "function", "function": {"name": call["function"]["name"]}}
-        head["function"]["arguments"] = ""
-        chunks.append(chunk({"tool_calls": [head]}))
-        arguments = {"index": index, "function": {"arguments": call["function"]["arguments"]}}
-        chunks.append(chunk({"tool_calls": [arguments]}))
-    chunks.append(chunk({}, _finish_reason(response)))
-    if (body.get("stream_options") or {}).get("include_usage"):
-        chunks.append({**base, "choices": [], "usage": usage.to_json()})
-    return chunks
