@@ -4,8 +4,10 @@
     stamp, end the span — which runs the span processors) plus the end-of-run wait for settlement, divided per
     call. Both callbacks talk to the same embedded authority, running in its own process over loopback HTTP.
     The guide's recipe reserves and commits synchronously; ours reserves synchronously and commits in the
-    background. The model call between hooks is simulated with a sleep (`--model-latency-ms`), because real
-    model calls take hundreds of milliseconds and that is when background commits happen; 0 is the worst case.
+    background. The model call (between a call's before- and after-hook) and the agent's own work after it (tool
+    execution, parsing: between one call's after-hook and the next call's before-hook) are each simulated with a
+    sleep of the stated latency; that gap is when background commits happen in a real agent. 0 is the worst case:
+    the previous call's commit then competes with the next reservation for the same single-threaded authority.
 (b) Span throughput: spans/s through an SDK TracerProvider with CyclesSpanProcessor + BatchSpanProcessor versus
     BatchSpanProcessor alone (null exporter), alternating rounds in one process.
 
@@ -65,6 +67,8 @@ def _run_once(callback: Callback, tracer: Any, model_latency_s: float) -> float:
         callback.after_llm_call(context)
         span.end()  # AnyAgent's SpanEndCallback: runs the span processors
         spent += time.perf_counter() - started
+        if n < CALLS_PER_RUN - 1:  # the last call's answer ends the run at once
+            time.sleep(model_latency_s)  # the agent's own work before its next call (tools, parsing)
     invoke.end()
     started = time.perf_counter()
     callback.after_agent_invocation(context, "prompt")
