@@ -51,6 +51,10 @@ class SoakResult:
     invariant_problems: list[str] = field(default_factory=list)
     memory: list[tuple[str, int, float, float]] = field(default_factory=list)
     """(label, calls so far, tracemalloc current MiB, RSS MiB)."""
+    anyagent_contexts: int = 0
+    """Run contexts any-agent never released (runs cancelled from outside, see `_drop_any_agent_leftovers`)."""
+    anyagent_trace_ids: int = 0
+    """Trace ids any-agent's span generation remembers (one per run, never forgotten)."""
     elapsed_s: float = 0.0
 
     @property
@@ -82,11 +86,17 @@ def _independent_price(attributes: Any) -> int:
 
 
 def run_soak(
-    calls: int, exporter: Any, seed: int = 1, tool_delay_s: float = 0.01, make_callback: Any = None
+    calls: int,
+    exporter: Any,
+    seed: int = 1,
+    tool_delay_s: float = 0.01,
+    make_callback: Any = None,
+    trace_malloc_top: int = 0,
 ) -> SoakResult:
     """Run governed agent runs until `calls` reservations were made; `exporter` is an in-memory span exporter
     already attached to the global tracer provider (it is cleared as the soak goes, to keep memory flat).
-    `make_callback(**kwargs)` builds the callback (default: `CyclesBudgetCallback`)."""
+    `make_callback(**kwargs)` builds the callback (default: `CyclesBudgetCallback`). `trace_malloc_top > 0` records
+    tracebacks (25 frames) and prints that many top growth sites between the middle and the end snapshots."""
     from any_agent import AgentConfig, AnyAgent
     from runcycles import CyclesClient, CyclesConfig
 
@@ -142,8 +152,9 @@ def run_soak(
                 return AnyAgent.create("tinyagent", config)
 
             agents = {"normal": agent([search_web]), "broken": agent([broken_search]), "slow": agent([slow_search])}
-            tracemalloc.start()
+            tracemalloc.start(25 if trace_malloc_top else 1)
             gc.collect()
+            middle_snapshot: tracemalloc.Snapshot | None = None
             result.memory.append(("start", 0, tracemalloc.get_traced_memory()[0] / 2**20, _rss_mib()))
             started = time.monotonic()
             middle_recorded = False
@@ -177,16 +188,32 @@ def run_soak(
                         continue
                     result.stamped += int(attributes["cycles.actual.amount"])
                     result.priced += _independent_price(attributes)
-                exporter.clear()
+                exporter.clear()  # the harness's own span store: without this it keeps every span
+                model.reset()  # the scripted model's log of served requests (bodies included): same
                 if not middle_recorded and result.calls >= calls // 2:
                     middle_recorded = True
                     gc.collect()
                     result.memory.append(
                         ("middle", result.calls, tracemalloc.get_traced_memory()[0] / 2**20, _rss_mib())
                     )
+                    if trace_malloc_top:
+                        middle_snapshot = tracemalloc.take_snapshot()
             result.elapsed_s = time.monotonic() - started
             gc.collect()
             result.memory.append(("end", result.calls, tracemalloc.get_traced_memory()[0] / 2**20, _rss_mib()))
+            end_snapshot = tracemalloc.take_snapshot() if trace_malloc_top else None
+            result.anyagent_contexts, result.anyagent_trace_ids = _drop_any_agent_leftovers(agents.values())
+            gc.collect()
+            result.memory.append(
+                (
+                    "end, any-agent leftovers dropped",
+                    result.calls,
+                    tracemalloc.get_traced_memory()[0] / 2**20,
+                    _rss_mib(),
+                )
+            )
+            if middle_snapshot is not None and end_snapshot is not None:
+                _print_growth(middle_snapshot, end_snapshot, trace_malloc_top)
             tracemalloc.stop()
             from otel_cycles._settlement import flush_all
 
@@ -207,6 +234,53 @@ def run_soak(
             authority.stop()
 
 
+def _drop_any_agent_leftovers(agents: Any) -> tuple[int, int]:
+    """Count, then drop, the per-run state any-agent 1.18 itself keeps forever; returns (contexts, trace ids).
+
+    Measured, not hidden: the "end" row includes it, the row after drops it, so the difference is any-agent's.
+
+    * `AnyAgent.run_async` pops its run `Context` (current span, `AgentTrace`, `shared`) from
+      `_wrapper.callback_context` only in `except Exception` and after success; a run cancelled from outside raises
+      `CancelledError` (a BaseException) and its Context stays for the agent's lifetime, with the wrapper never
+      unwrapped again (`frameworks/any_agent.py`, `run_async`).
+    * `_SpanGeneration.first_llm_calls` adds each run's trace id and never removes it
+      (`callbacks/span_generation/base.py`, `_set_llm_input`).
+    """
+    contexts = trace_ids = 0
+    for agent in agents:
+        wrapper = getattr(agent, "_wrapper", None)
+        leftovers = getattr(wrapper, "callback_context", None)
+        if isinstance(leftovers, dict):
+            contexts += len(leftovers)
+            leftovers.clear()
+        for callback in agent.config.callbacks or []:
+            seen = getattr(callback, "first_llm_calls", None)
+            if isinstance(seen, set):
+                trace_ids += len(seen)
+                seen.clear()
+    return contexts, trace_ids
+
+
+def _print_growth(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot, top: int) -> None:
+    """Print the `top` allocation sites (full tracebacks) that grew most from `before` to `after`."""
+    ignore = [
+        tracemalloc.Filter(False, tracemalloc.__file__),
+        tracemalloc.Filter(False, "<frozen importlib._bootstrap*"),
+    ]
+    before, after = before.filter_traces(ignore), after.filter_traces(ignore)
+    stats = after.compare_to(before, "traceback")
+    print(f"tracemalloc: top {top} growth sites, middle -> end (size diff, count diff, traceback most recent last)")
+    for stat in stats[:top]:
+        print(f"\n+{stat.size_diff / 1024:.1f} KiB ({stat.count_diff:+d} blocks), now {stat.size / 1024:.1f} KiB")
+        for line in stat.traceback.format(limit=25):
+            print(f"  {line}")
+    by_file = after.compare_to(before, "filename")
+    print(f"\ntracemalloc: top {top} files by growth")
+    for stat in by_file[:top]:
+        print(f"  +{stat.size_diff / 1024:8.1f} KiB ({stat.count_diff:+7d} blocks)  {stat.traceback[0].filename}")
+    sys.stdout.flush()
+
+
 def _report(result: SoakResult, command: str) -> str:
     rows = "\n".join(
         f"| {label} | {calls:,} | {traced:.2f} | {rss:.1f} |" for label, calls, traced, rss in result.memory
@@ -223,10 +297,17 @@ def _report(result: SoakResult, command: str) -> str:
 | **drift** | **{result.drift}** |
 | reserved at the end / reservations left ACTIVE | {result.reserved} / {result.active_left} |
 | ledger invariant violations | {len(result.invariant_problems)} |
+| left behind by any-agent 1.18 (not otel-cycles) | {result.anyagent_contexts:,} run contexts of cancelled runs, {result.anyagent_trace_ids:,} trace ids |
 
 | point | calls | tracemalloc (MiB) | RSS (MiB) |
 |---|---|---|---|
 {rows}
+
+Memory is measured on the governed process only: the harness's in-memory span exporter and the scripted model's
+request log are cleared after every run. The "end" row still includes what any-agent 1.18 itself keeps per run (the
+`Context` of every run cancelled from outside, and one trace id per run in its span generation); the last row drops
+those, so the difference is any-agent's. pydantic-core's JSON string cache (up to 16,384 strings, ~1.4 MiB) fills
+during the first ~16k unique ids parsed and then stays flat. Diagnose growth with `--trace-malloc-top N`.
 """
 
 
@@ -235,6 +316,10 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument(
+        "--trace-malloc-top", type=int, default=0, metavar="N",
+        help="print the N top tracemalloc growth sites between the middle and the end (slower; implies --no-write)",
+    )  # fmt: skip
     args = parser.parse_args()
     os.environ.setdefault("OPENAI_API_KEY", "sk-fake")
     os.environ.setdefault("OPENAI_AGENTS_DISABLE_TRACING", "1")
@@ -248,10 +333,10 @@ def main() -> None:
     provider = trace.get_tracer_provider()
     assert isinstance(provider, TracerProvider)
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    result = run_soak(args.calls, exporter, seed=args.seed)
+    result = run_soak(args.calls, exporter, seed=args.seed, trace_malloc_top=args.trace_malloc_top)
     report = _report(result, f".venv/bin/python -m benchmarks.bench_soak --calls {args.calls} --seed {args.seed}")
     print(report)
-    if not args.no_write:
+    if not args.no_write and not args.trace_malloc_top:
         sys.path.insert(0, str(ROOT))
         from benchmarks._results import write_section
 

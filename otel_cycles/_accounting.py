@@ -168,6 +168,9 @@ def finish_unended(key: SpanKey, pending: PendingReservation, reason: str) -> No
     span processor settles it and exporters see it; if no processor sees it end, it is settled directly.
     """
     span = pending.span
+    # No after-hook will take it now; a run whose Context outlives it (any-agent keeps cancelled runs' Contexts)
+    # would otherwise keep the span referenced from RunState.tools.
+    pending.run.forget_tool(key)
     finished = pending.outcome is not None and pending.outcome.commit
     if span.is_recording():
         if not finished:

@@ -94,6 +94,11 @@ class RunState:
             found = self.tools.pop(key, None) if key is not None else None
         return found.span if found is not None else None
 
+    def forget_tool(self, key: SpanKey) -> None:
+        """Drop a tool call that will never reach its after-hook (cancelled, or never finished)."""
+        with self.lock:
+            self.tools.pop(key, None)
+
 
 @dataclass
 class PendingReservation:
