@@ -17,6 +17,7 @@ Run: `.venv/bin/python -m benchmarks.bench_governance [--calls 300] [--no-write]
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import statistics
 import tempfile
@@ -46,57 +47,75 @@ class _NullExporter(SpanExporter):
         return SpanExportResult.SUCCESS
 
 
-def _run_once(callback: Callback, tracer: Any, model_latency_s: float) -> float:
-    """One agent run of CALLS_PER_RUN LLM calls driven exactly as AnyAgent drives hooks; returns hook seconds."""
+_PHASES = ("before", "after", "run_end")
+
+
+def _run_once(callback: Callback, tracer: Any, model_latency_s: float) -> dict[str, float]:
+    """One agent run of CALLS_PER_RUN LLM calls driven exactly as AnyAgent drives hooks; seconds per phase."""
     invoke = tracer.start_span("invoke_agent [bench]", attributes={"gen_ai.request.model": "openai:gpt-4o"})
     context = Context(current_span=invoke, trace=AgentTrace(), tracer=tracer, shared={})
-    spent = 0.0
+    spent = dict.fromkeys(_PHASES, 0.0)
     started = time.perf_counter()
     callback.before_agent_invocation(context, "prompt")
-    spent += time.perf_counter() - started
+    spent["before"] += time.perf_counter() - started
     for n in range(CALLS_PER_RUN):
         span = tracer.start_span("call_llm gpt-4o")  # what AnyAgent's span generation does
         span.set_attributes({"gen_ai.operation.name": "call_llm", "gen_ai.request.model": "gpt-4o"})
         context.current_span = span
         started = time.perf_counter()
         callback.before_llm_call(context, messages=MESSAGES, model="gpt-4o")
-        spent += time.perf_counter() - started
+        spent["before"] += time.perf_counter() - started
         time.sleep(model_latency_s)  # the model call
         span.set_attributes({"gen_ai.usage.input_tokens": 300 + n, "gen_ai.usage.output_tokens": 40 + n})
         started = time.perf_counter()
         callback.after_llm_call(context)
         span.end()  # AnyAgent's SpanEndCallback: runs the span processors
-        spent += time.perf_counter() - started
+        spent["after"] += time.perf_counter() - started
         if n < CALLS_PER_RUN - 1:  # the last call's answer ends the run at once
             time.sleep(model_latency_s)  # the agent's own work before its next call (tools, parsing)
     invoke.end()
     started = time.perf_counter()
     callback.after_agent_invocation(context, "prompt")
-    spent += time.perf_counter() - started
+    spent["run_end"] += time.perf_counter() - started
     return spent
 
 
 def overhead(base_url: str, key: str, runs: int, model_latency_s: float, journal_dir: str) -> dict[str, float]:
+    """Median milliseconds per LLM call, per phase and in total, for both callbacks, and the ratio of totals."""
     provider = TracerProvider()
     provider.add_span_processor(CyclesSpanProcessor())
     tracer = provider.get_tracer("any_agent")
     config = CyclesConfig(base_url=base_url, api_key=key, journal_dir=journal_dir)
-    ours = CyclesBudgetCallback(client=CyclesClient(config), tenant="bench", agent="a1", attach_processor=False)
-    guide = GuideBudgetCallback(CyclesClient(config), tenant="bench", agent="a1")
-    samples: dict[str, list[float]] = {"ours": [], "guide": []}
+    callbacks: dict[str, Callback] = {
+        "ours": CyclesBudgetCallback(client=CyclesClient(config), tenant="bench", agent="a1", attach_processor=False),
+        # The same, without the end-of-run wait that makes balances exact when run() returns.
+        "nowait": CyclesBudgetCallback(
+            client=CyclesClient(config), tenant="bench", agent="a1", attach_processor=False, settle_timeout_s=0
+        ),
+        "guide": GuideBudgetCallback(CyclesClient(config), tenant="bench", agent="a1"),
+    }
+    samples: dict[str, list[dict[str, float]]] = {name: [] for name in callbacks}
     for warmup in (True, False):
         for _ in range(5 if warmup else runs):
             # Alternate so both see the same machine noise.
-            for name, callback in (("ours", ours), ("guide", guide)):
-                seconds = _run_once(callback, tracer, model_latency_s) / CALLS_PER_RUN
+            for name, callback in callbacks.items():
+                phases = _run_once(callback, tracer, model_latency_s)
                 if not warmup:
-                    samples[name].append(seconds)
-    ours_ms = statistics.median(samples["ours"]) * 1000
-    guide_ms = statistics.median(samples["guide"]) * 1000
-    return {"ours_ms": ours_ms, "guide_ms": guide_ms, "ratio": ours_ms / guide_ms}
+                    samples[name].append(phases)
+    result: dict[str, float] = {}
+    for name, runs_ in samples.items():
+        for phase in _PHASES:
+            result[f"{name}_{phase}"] = statistics.median(r[phase] for r in runs_) * 1000 / CALLS_PER_RUN
+        result[f"{name}_ms"] = statistics.median(sum(r.values()) for r in runs_) * 1000 / CALLS_PER_RUN
+    result["ratio"] = result["ours_ms"] / result["guide_ms"]
+    result["nowait_ratio"] = result["nowait_ms"] / result["guide_ms"]
+    return result
 
 
 def throughput(spans: int, rounds: int) -> dict[str, float]:
+    """Paired rounds (BatchSpanProcessor alone, then with CyclesSpanProcessor too), GC paused while timing; the
+    ratio is the median of the per-pair ratios, which cancels most of the machine's drift between rounds."""
+
     def rate(with_cycles: bool) -> float:
         provider = TracerProvider()
         if with_cycles:
@@ -104,27 +123,37 @@ def throughput(spans: int, rounds: int) -> dict[str, float]:
         batch = BatchSpanProcessor(_NullExporter(), max_queue_size=spans + 1)
         provider.add_span_processor(batch)
         tracer = provider.get_tracer("any_agent")
-        started = time.perf_counter()
-        for i in range(spans):
-            with tracer.start_as_current_span("call_llm gpt-4o") as span:
-                span.set_attributes({"gen_ai.usage.input_tokens": i, "gen_ai.usage.output_tokens": 1})
-        elapsed = time.perf_counter() - started
+        gc.collect()
+        gc.disable()
+        try:
+            started = time.perf_counter()
+            for i in range(spans):
+                with tracer.start_as_current_span("call_llm gpt-4o") as span:
+                    span.set_attributes({"gen_ai.usage.input_tokens": i, "gen_ai.usage.output_tokens": 1})
+            elapsed = time.perf_counter() - started
+        finally:
+            gc.enable()
         batch.force_flush()
         provider.shutdown()
         return spans / elapsed
 
-    with_rates, without_rates = [], []
-    for _ in range(rounds):
-        without_rates.append(rate(False))
-        with_rates.append(rate(True))
-    with_rate, without_rate = statistics.median(with_rates), statistics.median(without_rates)
-    return {"with": with_rate, "without": without_rate, "ratio": with_rate / without_rate}
+    pairs = []
+    for round_ in range(rounds):
+        order = (False, True) if round_ % 2 == 0 else (True, False)
+        measured = {with_cycles: rate(with_cycles) for with_cycles in order}
+        pairs.append((measured[False], measured[True]))
+    return {
+        "without": statistics.median(p[0] for p in pairs),
+        "with": statistics.median(p[1] for p in pairs),
+        "ratio": statistics.median(p[1] / p[0] for p in pairs),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--runs", type=int, default=60, help="agent runs per callback (3 LLM calls each)")
-    parser.add_argument("--spans", type=int, default=20_000)
+    parser.add_argument("--spans", type=int, default=5_000)
+    parser.add_argument("--rounds", type=int, default=21)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
@@ -138,19 +167,33 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             server.terminate()
             server.wait(10)
-    spans = throughput(args.spans, rounds=5)
+    spans = throughput(args.spans, rounds=args.rounds)
     lines = [
-        "| model latency | guide recipe (sync reserve + commit) | otel-cycles | ratio (target <= 0.5) |",
-        "|---|---|---|---|",
+        "| model latency | guide recipe (sync reserve + commit) | otel-cycles | ratio (target <= 0.5) |"
+        " guide: before / after / run end | otel-cycles: before / after / run end |"
+        " otel-cycles, `settle_timeout_s=0` (ratio) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for latency, r in results.items():
-        lines.append(f"| {latency} ms | {r['guide_ms']:.2f} ms/call | {r['ours_ms']:.2f} ms/call | {r['ratio']:.2f} |")
+        phases = {name: " / ".join(f"{r[f'{name}_{p}']:.2f}" for p in _PHASES) for name in ("guide", "ours")}
+        lines.append(
+            f"| {latency} ms | {r['guide_ms']:.2f} ms/call | {r['ours_ms']:.2f} ms/call | {r['ratio']:.2f} "
+            f"| {phases['guide']} | {phases['ours']} | {r['nowait_ms']:.2f} ms/call ({r['nowait_ratio']:.2f}) |"
+        )
     body = (
         "Command: `.venv/bin/python -m benchmarks.bench_governance`\n\n"
         "**(a) Governance time on the agent's critical path per LLM call** (median over "
         f"{args.runs} runs of {CALLS_PER_RUN} calls; hooks + span end + end-of-run settlement wait, authority in "
         "its own process over loopback):\n\n" + "\n".join(lines) + "\n\n"
-        f"**(b) Span throughput** ({args.spans} spans x 5 alternating rounds, null exporter): BatchSpanProcessor "
+        "Reading: the reservation round trip (the `before` phase) is the same request for both and cannot leave "
+        "the critical path, because a denial must stop the call before it is made; with reserve and commit costing "
+        "about the same, 0.5 is the floor of any design that commits asynchronously. Ours pays the commit in the "
+        "background (`after`: pricing, stamping, the journal write), then once per run waits for the last commit "
+        "(`run end`) so balances are exact when `run()` returns. On this 2-core machine the background commit also "
+        "competes with the agent for the CPU and for the single-threaded authority, so the target of <= 0.5 is "
+        "**not met**; the last column shows the cost of the exactness wait.\n\n"
+        f"**(b) Span throughput** ({args.spans} spans x {args.rounds} paired rounds, null exporter, median of "
+        "per-pair ratios): BatchSpanProcessor "
         f"alone {spans['without']:,.0f} spans/s; with CyclesSpanProcessor {spans['with']:,.0f} spans/s; "
         f"ratio **{spans['ratio']:.2f}** (target >= 0.85).\n"
     )

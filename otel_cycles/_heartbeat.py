@@ -38,6 +38,9 @@ _LEAD_FRACTION = 0.5
 _MAX_RETRY_DELAY_S = 1.0
 
 
+_MIN_PRUNE = 64
+
+
 @dataclass(order=True)
 class _Beat:
     due: float
@@ -59,6 +62,7 @@ class Heartbeat:
         # _cond guards _heap, _seq and _thread.
         self._cond = threading.Condition()
         self._heap: list[_Beat] = []
+        self._prune_at = _MIN_PRUNE
         self._seq = 0
         self._thread: threading.Thread | None = None
         self.extensions = 0
@@ -72,13 +76,20 @@ class Heartbeat:
         lease_s = (remaining_ttl_ms if remaining_ttl_ms is not None else ttl_ms) / 1000
         with self._cond:
             self._seq += 1
-            heapq.heappush(
-                self._heap, _Beat(now + lease_s * _LEAD_FRACTION, self._seq, key, pending, ttl_ms, now + lease_s)
-            )
+            beat = _Beat(now + lease_s * _LEAD_FRACTION, self._seq, key, pending, ttl_ms, now + lease_s)
+            heapq.heappush(self._heap, beat)
+            if len(self._heap) >= self._prune_at:
+                # The thread sleeps until the earliest beat is due, so settled calls pile up meanwhile; prune them
+                # here, amortised O(1) per call, so the heap stays proportional to the calls actually open.
+                self._drop_settled()
+                self._prune_at = max(_MIN_PRUNE, 2 * len(self._heap))
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="otel-cycles-heartbeat", daemon=True)
                 self._thread.start()
-            self._cond.notify_all()
+            elif self._heap[0] is beat:
+                # Wake the thread only if this beat is due before the one it sleeps for: waking it for every
+                # reservation would make it compete with the agent's thread on each call.
+                self._cond.notify_all()
 
     def __len__(self) -> int:
         with self._cond:
