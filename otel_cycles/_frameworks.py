@@ -20,6 +20,9 @@ objects AnyAgent passes to the hooks rather than by `if framework == ...`:
   also hands the span to end to `SpanEndCallback` through a thread-local (`end_here`); a whole after-hook chain runs
   on one thread, so the hand-over cannot cross calls. `install_span_end_handover()` patches `SpanEndCallback`
   once, at import of the callback module.
+- **agno's second run.** any-agent 1.18 restores agno's tool hook under the wrong name (`arun_function_calls`)
+  when a run ends, so the second `run` of the same agent fails with a `TypeError`. `fix_agno_unwrap()` replaces
+  that one method with the intended restore.
 - **llama_index usage.** any-agent's llama_index LLM always streams and drops the usage chunk, so its `call_llm`
   spans report 0/0 and calls are committed at their estimate. `llama_index_model_type()` is an opt-in model type that
   keeps the usage (pinned to any-agent 1.18's `AnyLLMWrapper`).
@@ -41,6 +44,7 @@ from opentelemetry.trace import Span, Status, StatusCode
 __all__ = [
     "after_tool_call_id",
     "end_here",
+    "fix_agno_unwrap",
     "started_span",
     "track_current_span",
     "install_span_end_handover",
@@ -182,6 +186,25 @@ def install_span_end_handover() -> None:
 
     after_tool_execution._otel_cycles_handover = True  # type: ignore[attr-defined]
     SpanEndCallback.after_tool_execution = after_tool_execution  # type: ignore[method-assign]
+
+
+def fix_agno_unwrap() -> None:
+    """Restore agno's `arun_function_call` under its own name when a run ends (any-agent 1.18 `_AgnoWrapper.unwrap`
+    assigns it to `arun_function_calls`, which breaks every later run of the same agent)."""
+    from any_agent.callbacks.wrappers.agno import _AgnoWrapper
+
+    if getattr(_AgnoWrapper.unwrap, "_otel_cycles_fixed", False):
+        return
+
+    async def unwrap(self: Any, agent: Any) -> None:
+        model = agent._agent.model
+        if self._original_aprocess_model is not None:
+            model._aprocess_model_response = self._original_aprocess_model
+        if self._original_arun_function_call is not None:
+            model.arun_function_call = self._original_arun_function_call
+
+    unwrap._otel_cycles_fixed = True  # type: ignore[attr-defined]
+    _AgnoWrapper.unwrap = unwrap  # type: ignore[method-assign]
 
 
 def llama_index_model_type() -> type[Any]:
