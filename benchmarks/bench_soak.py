@@ -26,9 +26,10 @@ import tempfile
 import time
 import tracemalloc
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
+
+from tests.oracle import priced_microcents
 
 ROOT = Path(__file__).resolve().parents[1]
 RELIABILITY = ROOT / "RELIABILITY.md"
@@ -66,23 +67,6 @@ def _rss_mib() -> float:
     with open("/proc/self/statm") as statm:
         pages = int(statm.read().split()[1])
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def _independent_price(attributes: Any) -> int:
-    import genai_prices
-
-    if attributes["cycles.action.kind"] == "tool.execution":
-        return int(attributes["cycles.estimate.amount"])
-    if attributes.get("gen_ai.usage.cost.source") != "local":
-        return int(attributes["cycles.estimate.amount"])  # unusable usage: the documented rule commits the estimate
-    price = genai_prices.calc_price(
-        genai_prices.Usage(
-            input_tokens=attributes["gen_ai.usage.input_tokens"], output_tokens=attributes["gen_ai.usage.output_tokens"]
-        ),
-        "gpt-4o",
-        provider_id="openai",
-    )
-    return int((price.total_price * Decimal(100_000_000)).to_integral_value())
 
 
 def run_soak(
@@ -187,7 +171,7 @@ def run_soak(
                         result.released += 1
                         continue
                     result.stamped += int(attributes["cycles.actual.amount"])
-                    result.priced += _independent_price(attributes)
+                    result.priced += priced_microcents(attributes)
                 exporter.clear()  # the harness's own span store: without this it keeps every span
                 model.reset()  # the scripted model's log of served requests (bodies included): same
                 if not middle_recorded and result.calls >= calls // 2:

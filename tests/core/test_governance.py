@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from decimal import Decimal
 from typing import Any
 
 import genai_prices
@@ -13,25 +12,11 @@ from otel_cycles import BudgetExceeded, CyclesBudgetCallback
 from otel_cycles.testing import ScriptedModel, Usage
 from tests.conftest import Tenant
 from tests.core.agents import make_agent
+from tests.oracle import priced_microcents
 
 
 def governed_spans(spans):
     return [s for s in spans.get_finished_spans() if s.attributes.get("cycles.action.kind")]
-
-
-def priced_microcents(span) -> int:
-    """Price a finished span independently of otel_cycles: genai-prices on its reported usage, or the tool cost."""
-    attributes = span.attributes
-    if attributes["cycles.action.kind"] == "tool.execution":
-        return int(attributes["cycles.estimate.amount"])
-    price = genai_prices.calc_price(
-        genai_prices.Usage(
-            input_tokens=attributes["gen_ai.usage.input_tokens"], output_tokens=attributes["gen_ai.usage.output_tokens"]
-        ),
-        "gpt-4o",
-        provider_id="openai",
-    )
-    return int((price.total_price * Decimal(100_000_000)).to_integral_value())
 
 
 def test_spent_equals_priced_usage_on_every_scope(tenant: Tenant, model: ScriptedModel, spans) -> None:
@@ -44,7 +29,7 @@ def test_spent_equals_priced_usage_on_every_scope(tenant: Tenant, model: Scripte
 
     governed = governed_spans(spans)
     assert [s.attributes["cycles.action.kind"] for s in governed].count("llm.completion") == model.request_count == 3
-    expected = sum(priced_microcents(s) for s in governed)
+    expected = sum(priced_microcents(s.attributes) for s in governed)
     assert expected == sum(s.attributes["cycles.actual.amount"] for s in governed)
     for scope in ("", "workflow:research", "workflow:research/agent:researcher"):
         assert tenant.spent(scope) == expected

@@ -395,43 +395,10 @@ def probe_one(framework: str) -> dict[str, Any]:
 
 
 def usage_keeping_llama_llm() -> Any:
-    """A llama_index `model_type` that keeps the stream's usage chunk, so `call_llm` spans get real usage.
+    """The probe's finding, now product code: `otel_cycles.llama_index_model_type()` keeps the stream's usage."""
+    from otel_cycles import llama_index_model_type
 
-    any-agent's `AnyLLMWrapper._astream_chat` skips chunks without `choices`, which is where OpenAI puts usage
-    (`stream_options.include_usage`). This asks for usage and gives the usage chunk an empty-delta choice.
-    """
-    from any_agent.frameworks.llama_index import DEFAULT_MODEL_TYPE
-
-    async def with_usage_choice(stream: Any) -> Any:
-        async for chunk in stream:
-            if not chunk.choices and chunk.usage is not None:
-                empty = [{"index": 0, "delta": {}, "finish_reason": None}]
-                chunk = chunk.model_validate({**chunk.model_dump(), "choices": empty})
-            yield chunk
-
-    class UsageClient:
-        def __init__(self, client: Any) -> None:
-            self._client = client
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self._client, name)
-
-        async def acompletion(self, **kwargs: Any) -> Any:
-            if not kwargs.get("stream"):
-                return await self._client.acompletion(**kwargs)
-            kwargs.setdefault("stream_options", {"include_usage": True})
-            return with_usage_choice(await self._client.acompletion(**kwargs))
-
-    class UsageKeepingLLM(DEFAULT_MODEL_TYPE):
-        async def _astream_chat(self, messages: Any, **kwargs: Any) -> Any:
-            if not isinstance(self._client, UsageClient):
-                self._client = UsageClient(self._client)  # type: ignore[assignment]
-            return await super()._astream_chat(messages, **kwargs)
-
-    return UsageKeepingLLM
-
-
-# -- driver ---------------------------------------------------------------------------------------------------------
+    return llama_index_model_type()
 
 
 def _run_child(framework: str, out: Path | None) -> dict[str, Any]:

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import logging
 import time
-from decimal import Decimal
 from importlib.metadata import version
 from typing import Any
 
-import genai_prices
 import pytest
 from any_agent import AgentConfig, AgentRunError, AnyAgent
 
@@ -21,6 +19,7 @@ from otel_cycles.testing import ScriptedModel
 from tests.conftest import Tenant
 from tests.frameworks import support_matrix
 from tests.frameworks.support_matrix import BY_NAME, MATRIX
+from tests.oracle import priced_microcents
 
 FRAMEWORKS = [row.framework for row in MATRIX]
 PROMPT = "Research how budget governance for AI agents works."
@@ -76,22 +75,8 @@ def governed(spans) -> list[Any]:
     return [s for s in spans.get_finished_spans() if s.attributes.get("cycles.reservation.id")]
 
 
-def independently_priced(span) -> int:
-    """What a governed span should have committed, computed without otel_cycles: genai-prices on the reported usage,
-    the flat tool cost, or (estimated usage) the reservation estimate."""
-    attributes = span.attributes
-    if attributes["cycles.action.kind"] == "tool.execution":
-        return TOOL_COST
-    if attributes["gen_ai.usage.cost.source"] == "estimate":
-        return int(attributes["cycles.estimate.amount"])
-    price = genai_prices.calc_price(
-        genai_prices.Usage(
-            input_tokens=attributes["gen_ai.usage.input_tokens"], output_tokens=attributes["gen_ai.usage.output_tokens"]
-        ),
-        "gpt-4o",
-        provider_id="openai",
-    )
-    return int((price.total_price * Decimal(100_000_000)).to_integral_value())
+def independently_priced(span: Any) -> int:
+    return priced_microcents(span.attributes, tool_cost=TOOL_COST)
 
 
 def assert_nothing_held(tenant: Tenant) -> None:
