@@ -167,22 +167,28 @@ def end_here(context: Context, span: Span) -> None:
     _handover.pending = (context, span)
 
 
+_end_lock = threading.Lock()  # makes "still open? then end it and record it" one step across threads
+
+
 def install_span_end_handover() -> None:
-    """Make AnyAgent's `SpanEndCallback` end the tool span our after-hook identified, not whatever `current_span` is."""
-    original = SpanEndCallback.after_tool_execution
-    if getattr(original, "_otel_cycles_handover", False):
+    """Make AnyAgent's `SpanEndCallback` end the tool span our after-hook identified, not whatever `current_span` is.
+
+    It does what any-agent's `_span_end` does (end the span, add it to the AgentTrace) on that span directly, never
+    through the shared `current_span`, which a parallel call's thread may move at any moment, and never twice.
+    """
+    if getattr(SpanEndCallback.after_tool_execution, "_otel_cycles_handover", False):
         return
 
     def after_tool_execution(self: SpanEndCallback, context: Context, *args: Any, **kwargs: Any) -> Context:
         pending = getattr(_handover, "pending", None)
         _handover.pending = None
-        if pending is not None and pending[0] is context:
-            context.current_span = pending[1]
-        elif not context.current_span.is_recording():
-            # A parallel call's chain already ended (and recorded) the span current_span points at; ending it
-            # again would add it to the AgentTrace twice.
-            return context
-        return original(self, context, *args, **kwargs)
+        span = pending[1] if pending is not None and pending[0] is context else context.current_span
+        with _end_lock:
+            if not span.is_recording():  # a parallel call's chain already ended and recorded it
+                return context
+            span.end()
+        context.trace.add_span(span)
+        return context
 
     after_tool_execution._otel_cycles_handover = True  # type: ignore[attr-defined]
     SpanEndCallback.after_tool_execution = after_tool_execution  # type: ignore[method-assign]

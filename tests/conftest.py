@@ -7,11 +7,29 @@ before each test.
 
 from __future__ import annotations
 
+import ast
 import os
+import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
+
+if sys.version_info < (3, 11, 8) and sys.version_info[:2] == (3, 11):
+    # CPython 3.11 before 3.11.8 keeps the AST converter's recursion counter in interpreter-wide state (gh-106905):
+    # `ast.parse` on two threads at once (smolagents validates tools on worker threads) corrupts it, and a later
+    # `ast.parse` (pytest formatting a failure report) raises "SystemError: AST constructor recursion depth
+    # mismatch" and crashes the session. Serialise ast.parse for the test run.
+    _ast_lock = threading.Lock()
+    _ast_parse = ast.parse
+
+    def _serialised_parse(*args: Any, **kwargs: Any) -> Any:
+        with _ast_lock:
+            return _ast_parse(*args, **kwargs)
+
+    ast.parse = _serialised_parse
 
 os.environ.setdefault("OPENAI_API_KEY", "sk-fake")
 os.environ.setdefault("OPENAI_AGENTS_DISABLE_TRACING", "1")
