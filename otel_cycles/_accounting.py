@@ -127,9 +127,9 @@ def settle(pending: PendingReservation, outcome: Outcome, *, latency_ms: int | N
             event_body["metadata"]["recovery_reason"] = "fail_open_authority_unavailable"
             settlement.record_event(f"fail-open-{key}", event_body)
         _record_metrics(pending, outcome)
-    if ticket:
-        with pending.run.lock:
-            pending.run.last_ticket = max(pending.run.last_ticket, ticket)
+    pending.run.note_ticket(ticket)
+    if pending.lookahead is not None:
+        settlement.look_ahead(pending.lookahead)
 
 
 def _record_metrics(pending: PendingReservation, outcome: Outcome) -> None:

@@ -7,6 +7,9 @@ is done and the span has still not ended after `grace_s`, it ends the span with 
 span processor releases the reservation, as for any call that never finished. Reservations made outside a task
 (sync frameworks, executor threads) are not watched: their run's end-of-run sweep settles them.
 
+A run's lookahead reservation (`_lookahead`) is watched the same way, and also released once it is too old to be
+adopted (a long tool call), with or without a task: speculation never holds budget for long.
+
 Exactly once: the registry pop is atomic, so a span that ends concurrently is settled by whichever side pops first.
 """
 
@@ -18,6 +21,7 @@ import os
 import threading
 import time
 import weakref
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 from otel_cycles._registry import REGISTRY, PendingReservation, SpanKey
@@ -29,8 +33,13 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class _Watched:
-    pending: PendingReservation
-    task: weakref.ref[asyncio.Task[object]]
+    task: weakref.ref[asyncio.Task[object]] | None
+    is_open: Callable[[], bool]
+    """False once the reservation was settled the normal way."""
+    reap: Callable[[], bool]
+    """Settle it; False if it turned out to be settled already."""
+    deadline: float | None = None
+    """`time.monotonic()` after which it is settled even if its task is still running."""
     done_since: float | None = None
 
 
@@ -43,19 +52,26 @@ class OrphanReaper:
         self.reaped = 0
         """Reservations released because their task was cancelled (for tests and diagnostics)."""
         self._lock = threading.Lock()  # guards _watched and _thread
-        self._watched: dict[SpanKey, _Watched] = {}
+        self._watched: dict[Hashable, _Watched] = {}
         self._thread: threading.Thread | None = None
 
     def watch(self, key: SpanKey, pending: PendingReservation) -> None:
         """Remember the current asyncio task (if any) as the owner of `pending`. Never raises."""
+        self.watch_call(key, lambda: REGISTRY.get(key) is pending, lambda: self._release(key, pending))
+
+    def watch_call(
+        self, key: Hashable, is_open: Callable[[], bool], reap: Callable[[], bool], *, deadline: float | None = None
+    ) -> None:
+        """Call `reap()` once the current asyncio task (if any) is done, or `deadline` passed, and `is_open()` still
+        holds. Never raises."""
         try:
             task = asyncio.current_task()
         except RuntimeError:  # no running loop: a sync framework or an executor thread
-            return
-        if task is None:
+            task = None
+        if task is None and deadline is None:
             return
         with self._lock:
-            self._watched[key] = _Watched(pending, weakref.ref(task))
+            self._watched[key] = _Watched(weakref.ref(task) if task else None, is_open, reap, deadline)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="otel-cycles-reaper", daemon=True)
                 self._thread.start()
@@ -79,34 +95,41 @@ class OrphanReaper:
     def sweep(self, now: float | None = None) -> int:
         """One pass; returns how many reservations it released."""
         now = time.monotonic() if now is None else now
-        orphans: list[tuple[SpanKey, PendingReservation]] = []
+        orphans: list[_Watched] = []
         with self._lock:
             for key, watched in list(self._watched.items()):
-                if REGISTRY.get(key) is not watched.pending:
+                if not watched.is_open():
                     del self._watched[key]  # settled normally
                     continue
-                task = watched.task()
-                if task is not None and not task.done():
+                if watched.deadline is not None and now >= watched.deadline:
+                    del self._watched[key]
+                    orphans.append(watched)
+                    continue
+                task = watched.task() if watched.task is not None else None
+                if watched.task is None or (task is not None and not task.done()):
                     continue
                 if watched.done_since is None:
                     watched.done_since = now
                 if now - watched.done_since >= self.grace_s:
                     del self._watched[key]
-                    orphans.append((key, watched.pending))
+                    orphans.append(watched)
         reaped = 0
-        for key, pending in orphans:
-            reaped += self._release(key, pending)
+        for orphan in orphans:
+            try:
+                reaped += orphan.reap()
+            except Exception:
+                logger.exception("otel-cycles reaper could not settle an orphaned reservation")
         self.reaped += reaped
         return reaped
 
     @staticmethod
-    def _release(key: SpanKey, pending: PendingReservation) -> int:
+    def _release(key: SpanKey, pending: PendingReservation) -> bool:
         from otel_cycles._accounting import finish_unended
 
         if REGISTRY.get(key) is not pending:
-            return 0
+            return False
         finish_unended(key, pending, "run cancelled")
-        return 1
+        return True
 
     def _after_fork(self) -> None:
         self._lock = threading.Lock()

@@ -19,6 +19,7 @@ from otel_cycles.pricing import ModelId
 
 if TYPE_CHECKING:
     from otel_cycles._accounting import Outcome
+    from otel_cycles._lookahead import Lookahead
     from otel_cycles._settlement import Settlement
 
 SpanKey = tuple[int, int]
@@ -63,8 +64,16 @@ class RunState:
     warned_hidden_llm: bool = False
     last_ticket: int = 0
     """Settlement ticket of the run's latest commit or release; the end of the run waits for it."""
+    lookahead: Lookahead | None = None
+    """The background reservation for the run's next LLM call, if one was made (`_lookahead`)."""
     lock: threading.Lock = field(default_factory=threading.Lock)
     """Guards every other field (hooks run on executor and pool threads)."""
+
+    def note_ticket(self, ticket: int) -> None:
+        """Make the end of the run wait for settlement `ticket` too (0: nothing was queued)."""
+        if ticket:
+            with self.lock:
+                self.last_ticket = max(self.last_ticket, ticket)
 
     def open_tool(self, span: Span, call_id: str | None) -> None:
         """Remember a reserved tool call until its after-hook (`take_tool`)."""
@@ -121,6 +130,10 @@ class PendingReservation:
     """Flat cost of a tool call, committed when the tool finishes."""
     outcome: Outcome | None = None
     """Set by the callback's after-hook, so the processor commits exactly what the span says."""
+    lookahead_amount: int | None = None
+    """What to reserve ahead for the run's next LLM call if this one answers with tool calls; None: nothing."""
+    lookahead: Lookahead | None = None
+    """The next call's lookahead, queued right after this call's commit (so the commit goes first)."""
 
 
 class PendingRegistry:

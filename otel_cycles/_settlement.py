@@ -1,10 +1,12 @@
 """Settle reservations off the caller's thread: one bounded queue and one worker thread per Cycles client.
 
-A commit is journaled (runcycles' durable journal) on the calling thread before it is queued, so a commit survives a
-slow or restarting authority, a full queue and a killed process: whatever has not landed replays the next time a
-Settlement is created for the same authority and key. The commit itself goes through runcycles' own commit path
+A commit is journaled (runcycles' durable journal) before it waits for anything, so a commit survives a slow or
+restarting authority, a full queue and a killed process: whatever has not landed replays the next time a Settlement is
+created for the same authority and key. The commit itself goes through runcycles' own commit path
 (`CyclesLifecycle._handle_commit`): same-key retries with backoff, Retry-After, the `POST /v1/events` fallback when the
 reservation expired, and never a release after spend. We reuse it rather than re-implement that classification.
+
+The same worker also sends lookahead reservations (`_lookahead`), in order with the run's settlements.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 from runcycles import CyclesClient
@@ -27,6 +29,9 @@ from runcycles.lifecycle import CyclesLifecycle
 from runcycles.retry import CommitRetryEngine
 
 from otel_cycles import metrics
+
+if TYPE_CHECKING:
+    from otel_cycles._lookahead import Lookahead
 
 __all__ = ["Settlement", "flush_all", "settlement_for"]
 
@@ -40,11 +45,45 @@ _RELEASE_RETRY_DELAYS_S = (0.5, 1.0, 2.0)
 class _Op:
     ticket: int
     kind: str
-    """`commit` or `release`."""
+    """`commit`, `release` or `lookahead`."""
     reservation_id: str
     body: dict[str, Any]
     event_body: dict[str, Any] | None = None
     attempt: int = 0
+    lookahead: Lookahead | None = None
+
+
+class _JournalOnceEngine(CommitRetryEngine):
+    """runcycles' retry engine, minus the second journal write of a commit `Settlement.commit` already journaled.
+
+    `CyclesLifecycle._handle_commit` journals every commit before sending it; ours are journaled earlier, on the
+    caller's thread, so writing the same record again would only put a file write between the worker and the wire.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._journaled: set[str] = set()
+        self._journaled_lock = threading.Lock()
+
+    def journal(self, reservation_id: str, commit_body: dict[str, Any], event_body: dict[str, Any]) -> None:
+        """Journal a commit now; the next `persist_pending` of the same reservation is then a no-op."""
+        super().persist_pending(reservation_id, commit_body, event_body)
+        with self._journaled_lock:
+            self._journaled.add(reservation_id)
+
+    def forget(self, reservation_id: str) -> None:
+        """Drop the mark of a journaled commit that will not go through `_handle_commit`."""
+        with self._journaled_lock:
+            self._journaled.discard(reservation_id)
+
+    def persist_pending(
+        self, reservation_id: str, commit_body: dict[str, Any], event_fallback_body: dict[str, Any] | None = None
+    ) -> None:
+        with self._journaled_lock:
+            if reservation_id in self._journaled:
+                self._journaled.discard(reservation_id)
+                return
+        super().persist_pending(reservation_id, commit_body, event_fallback_body)
 
 
 @contextmanager
@@ -67,7 +106,7 @@ class Settlement:
     def __init__(self, client: CyclesClient, *, max_queue: int = DEFAULT_MAX_QUEUE) -> None:
         self._client = client
         self._base_url = client._config.base_url
-        self._engine = CommitRetryEngine(client._config)
+        self._engine = _JournalOnceEngine(client._config)
         # Building the lifecycle hands the client to the retry engine, which replays any journaled commits a previous
         # process left behind for this authority and key.
         with suppressed_instrumentation():
@@ -86,13 +125,25 @@ class Settlement:
         return self._base_url
 
     def commit(self, reservation_id: str, body: dict[str, Any], event_body: dict[str, Any]) -> int:
-        """Journal the commit, then queue it. Never raises, never does network I/O."""
-        self._engine.persist_pending(reservation_id, body, event_body)
+        """Queue the commit, journaled. Never raises, never does network I/O.
+
+        An idle worker takes the commit at once and journals it first thing (in `_handle_commit`), so the caller does
+        not pay the file write. A busy worker may be stuck on a slow authority, so then the caller journals it
+        before queueing: a commit never waits in the queue unjournaled behind another request.
+        """
+        with self._cond:
+            busy = self._attempted < self._issued
+        if busy:
+            self._engine.journal(reservation_id, body, event_body)
         return self._submit("commit", reservation_id, body, event_body)
 
     def release(self, reservation_id: str, body: dict[str, Any]) -> int:
         """Queue a release. Never raises, never does network I/O."""
         return self._submit("release", reservation_id, body)
+
+    def look_ahead(self, lookahead: Lookahead) -> None:
+        """Queue a lookahead reservation (dropped, and so never sent, when the queue is full)."""
+        self._submit("lookahead", "", lookahead.body, lookahead=lookahead)
 
     def record_event(self, reference: str, event_body: dict[str, Any]) -> None:
         """Record spend that had no reservation (fail-open) via `POST /v1/events`, journaled and retried."""
@@ -126,7 +177,12 @@ class Settlement:
         return done
 
     def _submit(
-        self, kind: str, reservation_id: str, body: dict[str, Any], event_body: dict[str, Any] | None = None
+        self,
+        kind: str,
+        reservation_id: str,
+        body: dict[str, Any],
+        event_body: dict[str, Any] | None = None,
+        lookahead: Lookahead | None = None,
     ) -> int:
         with self._cond:
             if self._closed or len(self._queue) >= self._max_queue:
@@ -135,7 +191,7 @@ class Settlement:
                 overflow = False
                 self._issued += 1
                 ticket = self._issued
-                self._queue.append(_Op(ticket, kind, reservation_id, body, event_body))
+                self._queue.append(_Op(ticket, kind, reservation_id, body, event_body, lookahead=lookahead))
                 self._ensure_worker()
                 self._cond.notify_all()
         if overflow:
@@ -144,8 +200,11 @@ class Settlement:
 
     def _overflow(self, kind: str, reservation_id: str, body: dict[str, Any], event_body: dict[str, Any] | None) -> int:
         metrics.settlement_errors.add(1, {"error.type": "queue_full", "cycles.operation": kind})
-        if kind == "commit":
+        if kind == "lookahead":
+            pass  # never sent; the next call claims nothing and reserves for itself
+        elif kind == "commit":
             # Already journaled; the retry engine delivers it on its own thread, so nothing is lost.
+            self._engine.forget(reservation_id)
             self._engine.schedule(reservation_id, body, event_body)
         else:
             logger.warning(
@@ -182,6 +241,10 @@ class Settlement:
             if op.kind == "commit":
                 assert op.event_body is not None
                 self._lifecycle._handle_commit(op.reservation_id, op.body, op.event_body)
+            elif op.lookahead is not None:
+                orphan = op.lookahead.send(self._client)
+                if orphan is not None:  # its run stopped waiting for it
+                    self._submit("release", orphan.response.reservation_id or "", release_body(op.lookahead.body))
             else:
                 self._release_once(op)
 
@@ -217,6 +280,11 @@ class Settlement:
         self._queue = deque()
         self._issued = self._attempted = 0
         self._worker = None
+
+
+def release_body(reservation_body: dict[str, Any], reason: str = "lookahead not used") -> dict[str, Any]:
+    """The release request of an unused lookahead reservation made with `reservation_body`."""
+    return {"idempotency_key": f"release-{reservation_body['idempotency_key']}", "reason": reason}
 
 
 _settlements: weakref.WeakKeyDictionary[CyclesClient, Settlement] = weakref.WeakKeyDictionary()

@@ -16,14 +16,18 @@ __all__ = [
     "CYCLES_ESTIMATE_AMOUNT",
     "CYCLES_ESTIMATE_SOURCE",
     "CYCLES_FAIL_OPEN",
+    "CYCLES_LOOKAHEAD",
     "CYCLES_PRICE_KNOWN",
     "CYCLES_REASON_CODE",
     "CYCLES_RELEASED",
     "CYCLES_RESERVATION_ID",
+    "CYCLES_RESERVED_AMOUNT",
     "CYCLES_SCOPE_PATH",
     "CYCLES_UNIT",
     "GEN_AI_AGENT_NAME",
     "GEN_AI_OPERATION_NAME",
+    "GEN_AI_OUTPUT",
+    "GEN_AI_OUTPUT_TYPE",
     "GEN_AI_PROVIDER_NAME",
     "GEN_AI_REQUEST_MAX_TOKENS",
     "GEN_AI_REQUEST_MODEL",
@@ -47,7 +51,7 @@ CYCLES_SCOPE_PATH = "cycles.scope_path"
 CYCLES_UNIT = "cycles.unit"
 """Unit of the amounts below; always `USD_MICROCENTS` (1 USD = 10^8)."""
 CYCLES_ESTIMATE_AMOUNT = "cycles.estimate.amount"
-"""Amount reserved before the call."""
+"""The call's estimate: the amount reserved before it (or covered by a larger lookahead reservation)."""
 CYCLES_ESTIMATE_SOURCE = "cycles.estimate.source"
 """How the estimate was made: `priced` (from the request), `fixed`, `tool_map`, `callable` or `fallback`."""
 CYCLES_ACTUAL_AMOUNT = "cycles.actual.amount"
@@ -60,6 +64,10 @@ CYCLES_FAIL_OPEN = "cycles.fail_open"
 """True when the authority was unreachable and the call proceeded because fail-open is enabled."""
 CYCLES_RELEASED = "cycles.released"
 """True when the reservation was released instead of committed (errored call, span never ended)."""
+CYCLES_LOOKAHEAD = "cycles.lookahead"
+"""True when the call adopted the reservation made ahead of it while the previous step's tools ran."""
+CYCLES_RESERVED_AMOUNT = "cycles.reserved.amount"
+"""Amount the adopted lookahead reservation holds (>= the estimate); set only with `cycles.lookahead`."""
 CYCLES_ACTION_KIND = "cycles.action.kind"
 """Cycles action kind: `llm.completion` or `tool.execution`."""
 CYCLES_ACTION_NAME = "cycles.action.name"
@@ -77,6 +85,10 @@ GEN_AI_USAGE_OUTPUT_COST = "gen_ai.usage.output_cost"
 """Output-side cost in USD; AnyAgent's `AgentTrace.cost` sums it."""
 
 GEN_AI_OPERATION_NAME = "gen_ai.operation.name"
+GEN_AI_OUTPUT = "gen_ai.output"
+"""AnyAgent: the LLM answer (text, or the tool calls as JSON)."""
+GEN_AI_OUTPUT_TYPE = "gen_ai.output.type"
+"""AnyAgent: `text`, or `json` when the answer is tool calls."""
 GEN_AI_REQUEST_MODEL = "gen_ai.request.model"
 GEN_AI_RESPONSE_MODEL = "gen_ai.response.model"
 GEN_AI_REQUEST_MAX_TOKENS = "gen_ai.request.max_tokens"

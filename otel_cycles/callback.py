@@ -9,11 +9,13 @@ Flow per call (AnyAgent runs our hooks after it opened the span and before it en
 2. `after_llm_call` / `after_tool_execution`: price the reported usage and stamp the cost on the still-open span,
    so every exporter, whatever its position among the span processors, exports it. With parallel tool calls
    AnyAgent's `current_span` may point at a sibling call by then; `after_tool_execution` finds the call's own span
-   (`_frameworks`) and re-targets `current_span`, so AnyAgent ends each tool span exactly once.
+   (`_frameworks`) and re-targets `current_span`, so AnyAgent ends each tool span exactly once. An LLM answer that
+   asks for tools also queues the reservation of the run's next LLM call, which its before-hook then adopts
+   (`_lookahead`): the reservation round trip overlaps the tool calls instead of delaying the next call.
 3. The span ends; `CyclesSpanProcessor.on_end` commits (or releases) in the background.
 4. `after_agent_invocation`: settle what the framework never finished (LLM errors, cancels, spans AnyAgent never
-   ends: released, or committed if the call's after-hook already priced it), then wait (bounded) until the run's
-   commits and releases were sent, so balances are exact on return.
+   ends: released, or committed if the call's after-hook already priced it) and an unused lookahead, then wait
+   (bounded) until the run's commits and releases were sent, so balances are exact on return.
 
 The hooks are synchronous and thread-safe, as every framework but tinyagent requires.
 """
@@ -36,10 +38,11 @@ from otel_cycles import attributes as attr
 from otel_cycles import environment_variables as env
 from otel_cycles._accounting import LLM_KIND, TOOL_KIND, cost_attributes, decide, finish_unended
 from otel_cycles._heartbeat import heartbeat_for
+from otel_cycles._lookahead import Lookahead, next_amount, worth_it
 from otel_cycles._reaper import REAPER
 from otel_cycles._registry import REGISTRY, PendingReservation, RunState, span_key
-from otel_cycles._reserve import Allowed, Denied, Rejected, Unavailable, reserve
-from otel_cycles._settlement import settlement_for
+from otel_cycles._reserve import Allowed, Denied, Rejected, ReserveResult, Unavailable, reserve
+from otel_cycles._settlement import release_body, settlement_for
 from otel_cycles.analysis import limiting_scope
 from otel_cycles.errors import AuthorityUnavailable, BudgetExceeded, GovernanceStop, ReservationRejected
 from otel_cycles.estimates import DEFAULT_TOOL_ESTIMATE, EstimatePolicy, LlmCall, ToolAmount
@@ -55,6 +58,10 @@ _frameworks.fix_agno_unwrap()
 
 _OVERAGE_POLICIES = frozenset({"REJECT", "ALLOW_IF_AVAILABLE", "ALLOW_WITH_OVERDRAFT"})
 _UNIT = "USD_MICROCENTS"
+_FINAL_ANSWER_TOOLS = ("final_answer",)
+"""Tools that end a run (tinyagent, smolagents): an answer calling one is not followed by another LLM call."""
+_LOOKAHEAD_WAIT_S = 5.0
+"""How long a hook waits for a lookahead request already on the wire before reserving (or ending) without it."""
 
 
 class CyclesBudgetCallback(Callback):
@@ -84,6 +91,9 @@ class CyclesBudgetCallback(Callback):
         settle_timeout_s: How long the end of a run waits for its commits to be sent (default 10 s; 0: no wait).
         heartbeat: Extend the reservation of a call that outlives its TTL (a long tool call) while it runs. Off, an
             expired reservation's spend is still recorded, through the commit's `POST /v1/events` fallback.
+        lookahead: Reserve the next LLM call in the background while the tools an answer asked for run, so its
+            before-hook needs no round trip (`CYCLES_LOOKAHEAD`, default True). Only made while the budget has ample
+            room (`otel_cycles._lookahead`); denials are always decided by a fresh reservation.
         attach_processor: Attach a `CyclesSpanProcessor` to the global tracer provider if none is attached, so
             commits happen even when the user sets up no OpenTelemetry at all (callback-only mode).
     """
@@ -113,6 +123,7 @@ class CyclesBudgetCallback(Callback):
         fail_open: bool | None = None,
         settle_timeout_s: float | None = None,
         heartbeat: bool = True,
+        lookahead: bool | None = None,
         attach_processor: bool = True,
     ) -> None:
         if client is None:
@@ -162,6 +173,7 @@ class CyclesBudgetCallback(Callback):
             settle_timeout_s if settle_timeout_s is not None else env.env_number(env.CYCLES_SETTLE_TIMEOUT_S, 10.0)
         )
         self.heartbeat = heartbeat
+        self.lookahead = lookahead if lookahead is not None else env.env_bool(env.CYCLES_LOOKAHEAD, True)
         self._subject = self._build_subject()
         self._settlement = settlement_for(client)
         self._state_key = f"otel_cycles.run.{id(self):x}"
@@ -199,6 +211,7 @@ class CyclesBudgetCallback(Callback):
             estimate_source=source,
             model=model,
             extra={attr.CYCLES_PRICE_KNOWN: price_known},
+            lookahead_amount=next_amount(estimate, source) if self.lookahead else None,
         )
         return context
 
@@ -224,7 +237,10 @@ class CyclesBudgetCallback(Callback):
         return context
 
     def after_llm_call(self, context: Context, *args: Any, **kwargs: Any) -> Context:
-        self._stamp_outcome(context.current_span)
+        span = context.current_span
+        pending = self._stamp_outcome(span)
+        if pending is not None and pending.lookahead_amount is not None and _asks_for_tools(span):
+            self._look_ahead(pending, pending.lookahead_amount)
         return context
 
     def after_tool_execution(self, context: Context, *args: Any, **kwargs: Any) -> Context:
@@ -251,6 +267,7 @@ class CyclesBudgetCallback(Callback):
             return context
         for key, pending in REGISTRY.open_for_run(run):
             finish_unended(key, pending, "call never finished")
+        self._drop_lookahead(run, "run ended", wait_s=self.settle_timeout_s)
         if self.settle_timeout_s > 0:
             with run.lock:
                 ticket = run.last_ticket
@@ -292,21 +309,11 @@ class CyclesBudgetCallback(Callback):
         model: pricing.ModelId | None = None,
         tool_cost: int | None = None,
         extra: Mapping[str, Any] | None = None,
+        lookahead_amount: int | None = None,
     ) -> None:
         key = span_key(span)
         subject = self._subject
         action = {"kind": kind, "name": name[:256]}
-        idempotency_key = str(uuid.uuid4())
-        body: dict[str, Any] = {
-            "idempotency_key": idempotency_key,
-            "subject": subject,
-            "action": action,
-            "estimate": {"unit": _UNIT, "amount": estimate},
-            "ttl_ms": int(self.ttl_ms),
-            "overage_policy": self.overage_policy,
-        }
-        if self.grace_period_ms is not None:
-            body["grace_period_ms"] = self.grace_period_ms
         span_attributes: dict[str, Any] = {
             attr.CYCLES_ACTION_KIND: kind,
             attr.CYCLES_ACTION_NAME: action["name"],
@@ -318,14 +325,28 @@ class CyclesBudgetCallback(Callback):
         if self.agent:
             span_attributes[attr.GEN_AI_AGENT_NAME] = self.agent
         started = time.perf_counter()
-        in_flight = self._settlement.outstanding()
-        result = reserve(self.client, body)
-        if isinstance(result, Denied) and in_flight:
-            # Commits queued or in flight when we asked still held their full estimates at the authority; once they
-            # have returned the unused part, ask again, so a denial never depends on the settlement worker's timing.
-            self._settlement.wait(in_flight, self.settle_timeout_s or 5.0)
-            body["idempotency_key"] = idempotency_key = str(uuid.uuid4())
+        ahead = self._claim_lookahead(run, action, estimate) if lookahead_amount is not None else None
+        result: ReserveResult
+        if ahead is not None:
+            lookahead, result = ahead
+            body = lookahead.body
+            span_attributes[attr.CYCLES_LOOKAHEAD] = True
+            span_attributes[attr.CYCLES_RESERVED_AMOUNT] = lookahead.amount
+        else:
+            body = self._reservation_body(action, estimate)
+            in_flight = self._settlement.outstanding()
             result = reserve(self.client, body)
+            if isinstance(result, Denied):
+                # Commits queued or in flight when we asked still held their full estimates at the authority, and a
+                # lookahead of this run holds budget for a call that may never come. Once the commits have returned
+                # the unused part and the lookahead is released, ask again: a denial never depends on the
+                # settlement worker's timing or on speculation.
+                released = self._drop_lookahead(run, "a call of the run was denied", wait_s=_LOOKAHEAD_WAIT_S)
+                if in_flight or released:
+                    self._settlement.wait(max(in_flight, released), self.settle_timeout_s or 5.0)
+                    body["idempotency_key"] = str(uuid.uuid4())
+                    result = reserve(self.client, body)
+        idempotency_key = body["idempotency_key"]
         elapsed = time.perf_counter() - started
         decision = "DENY" if isinstance(result, Denied) else "ALLOW" if isinstance(result, Allowed) else "ERROR"
         if isinstance(result, Allowed):
@@ -356,6 +377,8 @@ class CyclesBudgetCallback(Callback):
             response = result.response
             pending.reservation_id = response.reservation_id
             pending.scope_path = response.scope_path
+            if lookahead_amount is not None and worth_it(lookahead_amount, response.balances):
+                pending.lookahead_amount = lookahead_amount
             span_attributes[attr.CYCLES_RESERVATION_ID] = response.reservation_id
             span_attributes[attr.CYCLES_DECISION] = response.decision.value
             if response.scope_path:
@@ -370,7 +393,8 @@ class CyclesBudgetCallback(Callback):
             if key is not None:
                 REGISTRY.add(key, pending)
                 if self.heartbeat:
-                    heartbeat_for(self.client).watch(key, pending, int(self.ttl_ms), response.remaining_ttl_ms)
+                    lease_ms = ahead[0].lease_left_ms(result, int(self.ttl_ms)) if ahead else response.remaining_ttl_ms
+                    heartbeat_for(self.client).watch(key, pending, int(self.ttl_ms), lease_ms)
                 REAPER.watch(key, pending)
             return
         if isinstance(result, Denied):
@@ -407,6 +431,71 @@ class CyclesBudgetCallback(Callback):
                 action_name=name,
             )
         self._stop(context, span, stop)
+
+    def _reservation_body(self, action: dict[str, Any], amount: int) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "idempotency_key": str(uuid.uuid4()),
+            "subject": self._subject,
+            "action": action,
+            "estimate": {"unit": _UNIT, "amount": amount},
+            "ttl_ms": int(self.ttl_ms),
+            "overage_policy": self.overage_policy,
+        }
+        if self.grace_period_ms is not None:
+            body["grace_period_ms"] = self.grace_period_ms
+        return body
+
+    def _look_ahead(self, pending: PendingReservation, amount: int) -> None:
+        """Make the reservation of the run's next LLM call (see `_lookahead`); at most one per run at a time."""
+        run = pending.run
+        lookahead = Lookahead(self._reservation_body(dict(pending.action), amount), amount)
+        with run.lock:
+            if run.lookahead is not None or run.denial is not None:
+                return
+            run.lookahead = lookahead
+        pending.lookahead = lookahead  # queued by `settle`, behind this call's commit
+        # A cancelled run reaches neither its next LLM call nor after_agent_invocation; a long tool call makes the
+        # lookahead too old to adopt. Either way, release it rather than hold budget for nothing.
+        REAPER.watch_call(
+            lookahead,
+            lambda: run.lookahead is lookahead,
+            lambda: self._drop_lookahead(run, "lookahead not used", wait_s=_LOOKAHEAD_WAIT_S) > 0,
+            deadline=time.monotonic() + self.ttl_ms / 2000,
+        )
+
+    def _claim_lookahead(
+        self, run: RunState, action: dict[str, Any], estimate: int
+    ) -> tuple[Lookahead, Allowed] | None:
+        """The run's lookahead reservation if it fits this call; else None (an unfit one is released)."""
+        with run.lock:
+            lookahead, run.lookahead = run.lookahead, None
+        if lookahead is None:
+            return None
+        allowed = lookahead.claim(_LOOKAHEAD_WAIT_S)
+        if allowed is None:
+            return None  # never sent, denied or unreachable: reserve for real
+        fits = lookahead.action == action and lookahead.amount >= estimate
+        if fits and lookahead.lease_left_ms(allowed, int(self.ttl_ms)) >= self.ttl_ms / 2:
+            return lookahead, allowed
+        self._release_lookahead(run, lookahead, allowed, "lookahead did not fit the call")
+        return None
+
+    def _drop_lookahead(self, run: RunState, reason: str, *, wait_s: float) -> int:
+        """Release the run's unused lookahead, waiting up to `wait_s` for one on the wire; the release's ticket or 0."""
+        with run.lock:
+            lookahead, run.lookahead = run.lookahead, None
+        if lookahead is None:
+            return 0
+        allowed = lookahead.claim(wait_s)
+        return self._release_lookahead(run, lookahead, allowed, reason) if allowed is not None else 0
+
+    def _release_lookahead(self, run: RunState, lookahead: Lookahead, allowed: Allowed, reason: str) -> int:
+        reservation_id = allowed.response.reservation_id
+        if reservation_id is None:
+            return 0
+        ticket = self._settlement.release(reservation_id, release_body(lookahead.body, reason))
+        run.note_ticket(ticket)
+        return ticket
 
     def _denial(self, result: Denied, estimate: int, kind: str, name: str) -> BudgetExceeded:
         scope, remaining = limiting_scope(self.client, self._subject)
@@ -454,14 +543,25 @@ class CyclesBudgetCallback(Callback):
             logger.debug("otel-cycles could not add the stopped span to the agent trace", exc_info=True)
         raise error
 
-    def _stamp_outcome(self, span: Span) -> None:
+    def _stamp_outcome(self, span: Span) -> PendingReservation | None:
+        """Price the finished call and put its cost on the span; the call's reservation, if it has one."""
         key = span_key(span)
         pending = REGISTRY.get(key) if key is not None else None
         if pending is None or pending.span is not span:
-            return
+            return None
         errored = _status_code(span) is StatusCode.ERROR
         pending.outcome = decide(pending, _attributes(span), errored)
         span.set_attributes(cost_attributes(pending.outcome))
+        return pending
+
+
+def _asks_for_tools(span: Any) -> bool:
+    """Whether an LLM span's answer is a tool call other than a final answer (so another LLM call follows)."""
+    values = _attributes(span)
+    if values.get(attr.GEN_AI_OUTPUT_TYPE) != "json" or _status_code(span) is StatusCode.ERROR:
+        return False
+    output = values.get(attr.GEN_AI_OUTPUT)
+    return not (isinstance(output, str) and any(f'"{tool}"' in output for tool in _FINAL_ANSWER_TOOLS))
 
 
 def _attributes(span: Any) -> Mapping[str, Any]:

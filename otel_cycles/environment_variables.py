@@ -15,6 +15,7 @@ __all__ = [
     "CYCLES_ESTIMATE_BUFFER",
     "CYCLES_FAIL_OPEN",
     "CYCLES_LLM_OUTPUT_ALLOWANCE",
+    "CYCLES_LOOKAHEAD",
     "CYCLES_OVERAGE_POLICY",
     "CYCLES_RESERVATION_TTL_MS",
     "CYCLES_SETTLE_TIMEOUT_S",
@@ -38,6 +39,9 @@ CYCLES_UNKNOWN_MODEL_ESTIMATE = "CYCLES_UNKNOWN_MODEL_ESTIMATE"
 """USD_MICROCENTS reserved (and committed) for a model with no known price. Default: `2000000` ($0.02)."""
 CYCLES_SETTLE_TIMEOUT_S = "CYCLES_SETTLE_TIMEOUT_S"
 """Seconds the end of a run waits for its commits and releases to be sent. `0` disables the wait. Default: `10`."""
+CYCLES_LOOKAHEAD = "CYCLES_LOOKAHEAD"
+"""`false` stops reserving a run's next LLM call in the background while its tools run (see
+`otel_cycles._lookahead`). Default: `true`."""
 CYCLES_CAPTURE_CONTENT = "CYCLES_CAPTURE_CONTENT"
 """`false` strips prompt and completion content (`gen_ai.input.messages`, `gen_ai.output`, tool args) from exported
 spans (see `otel_cycles.ContentFilterSpanProcessor`). Default: `true`."""

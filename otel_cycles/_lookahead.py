@@ -1,0 +1,108 @@
+"""Reserve a run's next LLM call in the background while its tools run, taking the round trip off the critical path.
+
+An LLM call that answered with tool calls is followed by another LLM call once the tools return. Right behind the
+answer's commit, that next call's reservation is queued on the Settlement worker, sized with headroom: the same
+amount for fixed estimates, twice the last one for estimates priced from a request that grows with every step. The
+next `before_llm_call` adopts it when it is back, ALLOWed, for the same action, at least as big as that call's own
+estimate, and at least half its lease left; otherwise it is released in the background and the call reserves as
+usual. So whether a call is denied never depends on a lookahead: a lookahead that was denied, unreachable or too
+small only costs the round trip it would have cost anyway.
+
+Held budget is bounded: a lookahead is made only when the last reservation reported at least `HEADROOM` times its
+amount remaining in every affected scope, so it cannot starve a tight budget; a call or tool that is denied while its
+run holds a lookahead releases it and asks again; and the end of the run releases an unused one before it waits for
+the run's settlements, so nothing is left ACTIVE.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from runcycles import CyclesClient
+
+from otel_cycles._reserve import Allowed, ReserveResult, reserve
+
+__all__ = ["HEADROOM", "Lookahead", "next_amount", "worth_it"]
+
+HEADROOM = 20
+"""A lookahead is made only if every scope the last reservation touched had >= HEADROOM x its amount remaining."""
+
+_GROWING_SOURCES = frozenset({"priced", "callable"})
+"""Estimate sources whose next amount is not known in advance (the request grows by the answer and tool results)."""
+
+
+def next_amount(estimate: int, source: str) -> int:
+    """The amount to reserve ahead for the call after one estimated at `estimate` from `source`."""
+    return 2 * estimate if source in _GROWING_SOURCES else estimate
+
+
+def worth_it(amount: int, balances: Any) -> bool:
+    """Whether the authority's reported balances leave room for a speculative hold of `amount`.
+
+    Servers may omit balances (they are optional in the protocol); then only the denial fallbacks bound the hold.
+    """
+    remaining = [int(balance.remaining.amount) for balance in balances or [] if balance.remaining is not None]
+    return not remaining or min(remaining) >= HEADROOM * amount
+
+
+class Lookahead:
+    """One background reservation request for a run's next LLM call. Thread-safe.
+
+    States: queued → sent → done, or queued → cancelled (claimed before the worker sent it: it never will).
+    """
+
+    def __init__(self, body: dict[str, Any], amount: int) -> None:
+        self.body = body
+        self.amount = amount
+        self.result: ReserveResult | None = None
+        self.received_at = 0.0
+        """`time.monotonic()` when the response arrived."""
+        self._lock = threading.Lock()  # guards _state and _abandoned
+        self._state = "queued"
+        self._abandoned = False
+        self._done = threading.Event()
+
+    @property
+    def action(self) -> dict[str, Any]:
+        action: dict[str, Any] = self.body["action"]
+        return action
+
+    def send(self, client: CyclesClient) -> Allowed | None:
+        """Make the request (on the Settlement worker). Returns an ALLOWed reservation nobody will claim any more,
+        which the caller must release; else None."""
+        with self._lock:
+            if self._state != "queued":
+                return None
+            self._state = "sent"
+        result = reserve(client, self.body)
+        with self._lock:
+            self.result, self.received_at, self._state = result, time.monotonic(), "done"
+            orphaned = self._abandoned
+        self._done.set()
+        return result if orphaned and isinstance(result, Allowed) else None
+
+    def claim(self, timeout: float) -> Allowed | None:
+        """Take the reservation, waiting up to `timeout` if the request is in flight.
+
+        None if it was never sent (it is cancelled now), was not ALLOWed, or did not come back in time (then the
+        worker releases it when it does).
+        """
+        with self._lock:
+            if self._state == "queued":
+                self._state = "cancelled"
+                return None
+        if not self._done.wait(timeout):
+            with self._lock:
+                if self._state != "done":
+                    self._abandoned = True
+                    return None
+        return self.result if isinstance(self.result, Allowed) else None
+
+    def lease_left_ms(self, allowed: Allowed, ttl_ms: int) -> int:
+        """Milliseconds of lease the claimed reservation has left now."""
+        lease_ms = allowed.response.remaining_ttl_ms
+        if lease_ms is None:
+            lease_ms = ttl_ms
+        return int(lease_ms - (time.monotonic() - self.received_at) * 1000)

@@ -1,0 +1,184 @@
+"""The lookahead: a run's next LLM call is reserved in the background while its tools run (`otel_cycles._lookahead`).
+
+Real tinyagent agents (and, where the order of events must be forced, the callback's hooks driven as AnyAgent drives
+them) against the embedded authority over loopback HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+from any_agent.callbacks import Context
+from any_agent.tracing.agent_trace import AgentTrace
+from opentelemetry import trace
+
+from otel_cycles import CyclesBudgetCallback
+from otel_cycles import callback as callback_module
+from otel_cycles._reserve import Allowed
+from otel_cycles.testing import ScriptedModel
+from tests.conftest import Tenant
+from tests.core.agents import make_agent
+from tests.oracle import priced_microcents
+
+BIG = 10_000_000_000  # $100: ample room, so lookaheads are made
+
+
+def slow_search(query: str) -> str:
+    """Search the web for `query` (slowly, like a real search).
+
+    Args:
+        query: What to search for.
+    """
+    time.sleep(0.3)
+    return f"Top results for {query}."
+
+
+def governed(spans: Any) -> list[Any]:
+    return [s for s in spans.get_finished_spans() if s.attributes.get("cycles.action.kind")]
+
+
+def statuses(tenant: Tenant) -> list[str]:
+    return sorted(str(r["status"]) for r in tenant.authority.reservations(tenant.id))
+
+
+def test_next_calls_adopt_the_lookahead_and_spent_stays_exact(tenant: Tenant, spans) -> None:
+    tenant.budget("", BIG)
+    callback = CyclesBudgetCallback(client=tenant.client, tenant=tenant.id, agent="a")
+    with ScriptedModel(tool_rounds=2) as model:
+        make_agent(model, [callback], tools=[slow_search]).run("Research budget governance")
+
+    llm = [s for s in governed(spans) if s.name.startswith("call_llm")]
+    assert len(llm) == 3
+    # The first call reserves for itself; each later one adopts the reservation made while the tool ran.
+    assert [s.attributes.get("cycles.lookahead") for s in llm] == [None, True, True]
+    for span in llm[1:]:
+        assert span.attributes["cycles.reserved.amount"] >= span.attributes["cycles.estimate.amount"]
+    expected = sum(priced_microcents(s.attributes) for s in governed(spans))
+    assert tenant.spent() == expected
+    # One reservation per governed call: no lookahead was wasted (none follows the final answer).
+    assert statuses(tenant) == ["COMMITTED"] * len(governed(spans))
+    assert tenant.active() == []
+
+
+def test_lookahead_off_reserves_every_call(tenant: Tenant, spans) -> None:
+    tenant.budget("", BIG)
+    callback = CyclesBudgetCallback(client=tenant.client, tenant=tenant.id, lookahead=False)
+    with ScriptedModel(tool_rounds=2) as model:
+        make_agent(model, [callback], tools=[slow_search]).run("Research budget governance")
+    assert all("cycles.lookahead" not in s.attributes for s in governed(spans))
+    assert tenant.spent() == sum(priced_microcents(s.attributes) for s in governed(spans))
+
+
+def test_no_lookahead_when_the_budget_is_tight(tenant: Tenant, spans) -> None:
+    # Room for the run, but not for HEADROOM times a speculative reservation.
+    tenant.budget("", 40_000_000)
+    callback = CyclesBudgetCallback(client=tenant.client, tenant=tenant.id)
+    with ScriptedModel(tool_rounds=2) as model:
+        make_agent(model, [callback], tools=[slow_search]).run("Research budget governance")
+    assert all("cycles.lookahead" not in s.attributes for s in governed(spans))
+    assert statuses(tenant) == ["COMMITTED"] * len(governed(spans))
+
+
+def test_a_lookahead_too_small_for_the_call_is_released(tenant: Tenant, spans) -> None:
+    tenant.budget("", BIG)
+    # A callable estimate that grows 10x per call: the lookahead (2x the last) never fits.
+    amounts = iter([1_000_000, 10_000_000, 100_000_000, 1_000_000_000])
+    callback = CyclesBudgetCallback(client=tenant.client, tenant=tenant.id, llm_estimate=lambda call: next(amounts))
+    with ScriptedModel(tool_rounds=2) as model:
+        make_agent(model, [callback], tools=[slow_search]).run("Research budget governance")
+    llm = [s for s in governed(spans) if s.name.startswith("call_llm")]
+    assert [s.attributes["cycles.estimate.amount"] for s in llm] == [1_000_000, 10_000_000, 100_000_000]
+    assert all("cycles.lookahead" not in s.attributes for s in llm)
+    assert tenant.spent() == sum(priced_microcents(s.attributes) for s in governed(spans))
+    # The two unfit lookaheads were released, not left to expire.
+    assert statuses(tenant) == ["COMMITTED"] * len(governed(spans)) + ["RELEASED"] * 2
+    assert tenant.active() == []
+
+
+def test_a_denied_lookahead_never_denies_the_call(tenant: Tenant, spans, monkeypatch) -> None:
+    # Force lookaheads on a budget that cannot hold one next to the calls: the lookahead is denied, the call is not.
+    monkeypatch.setattr(callback_module, "worth_it", lambda amount, balances: True)
+    tenant.budget("", 2_500_000)
+    callback = CyclesBudgetCallback(client=tenant.client, tenant=tenant.id, llm_estimate=1_500_000)
+    with ScriptedModel(tool_rounds=2) as model:
+        make_agent(model, [callback], tools=[slow_search]).run("Research budget governance")
+    llm = [s for s in governed(spans) if s.name.startswith("call_llm")]
+    assert len(llm) == 3
+    assert all(s.attributes["cycles.decision"] == "ALLOW" for s in governed(spans))
+    assert tenant.spent() == sum(priced_microcents(s.attributes) for s in governed(spans))
+    assert tenant.active() == []
+
+
+def test_a_tool_denied_because_of_the_lookahead_gets_it_back(tenant: Tenant, monkeypatch) -> None:
+    """Hooks driven by hand so the tool reserves exactly while the lookahead is held."""
+    monkeypatch.setattr(callback_module, "worth_it", lambda amount, balances: True)
+    tenant.budget("", 3_000_000)
+    callback = CyclesBudgetCallback(
+        client=tenant.client, tenant=tenant.id, llm_estimate=1_000_000, tool_estimate=2_500_000, tool_cost=1_000
+    )
+    tracer = trace.get_tracer("any_agent")
+    invoke = tracer.start_span("invoke_agent [t]", attributes={"gen_ai.request.model": "openai:gpt-4o"})
+    context = Context(current_span=invoke, trace=AgentTrace(), tracer=tracer, shared={})
+    callback.before_agent_invocation(context, "prompt")
+
+    llm = tracer.start_span("call_llm gpt-4o", attributes={"gen_ai.request.model": "gpt-4o"})
+    context.current_span = llm
+    callback.before_llm_call(context)
+    llm.set_attributes(
+        {
+            "gen_ai.usage.input_tokens": 100,
+            "gen_ai.usage.output_tokens": 10,
+            "gen_ai.output.type": "json",
+            "gen_ai.output": '[{"tool.name": "search"}]',
+        }
+    )
+    callback.after_llm_call(context)
+    llm.end()
+    run = context.shared[callback._state_key]
+    lookahead = run.lookahead
+    assert lookahead is not None
+    assert lookahead._done.wait(5)  # held now: 3M - ~0 spent - 1M lookahead < the tool's 2.5M
+    assert isinstance(lookahead.result, Allowed)
+
+    tool = tracer.start_span("execute_tool search", attributes={"gen_ai.tool.name": "search"})
+    context.current_span = tool
+    callback.before_tool_execution(context)  # denied once, releases the lookahead, allowed on the retry
+    assert tool.attributes["cycles.decision"] == "ALLOW"  # type: ignore[attr-defined]
+    assert run.lookahead is None
+    callback.after_tool_execution(context)
+    tool.end()
+    invoke.end()
+    callback.after_agent_invocation(context, "prompt")
+    assert statuses(tenant) == ["COMMITTED", "COMMITTED", "RELEASED"]
+    assert tenant.active() == []
+
+
+def test_a_cancelled_run_releases_its_lookahead(tenant: Tenant) -> None:
+    tenant.budget("", BIG)
+    callback = CyclesBudgetCallback(client=tenant.client, tenant=tenant.id)
+
+    async def stuck_search(query: str) -> str:
+        """Search that never comes back in time.
+
+        Args:
+            query: What to search for.
+        """
+        await asyncio.sleep(2.0)
+        return "late"
+
+    async def cancelled(agent: Any) -> None:
+        await asyncio.wait_for(agent.run_async("Research budget governance"), timeout=0.5)
+
+    with ScriptedModel(tool_rounds=2) as model:
+        agent = make_agent(model, [callback], tools=[stuck_search])
+        with pytest.raises(TimeoutError):
+            asyncio.run(cancelled(agent))
+    # The tool call and the lookahead made before it are both returned by the reaper, without waiting for the TTL.
+    deadline = time.monotonic() + 10
+    while tenant.active() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert tenant.active() == []
+    assert statuses(tenant) == ["COMMITTED", "RELEASED", "RELEASED"]
