@@ -103,33 +103,45 @@ def settle(pending: PendingReservation, outcome: Outcome, *, latency_ms: int | N
             reason = (outcome.reason or "released")[:256]
             ticket = settlement.release(pending.reservation_id, {"idempotency_key": f"release-{key}", "reason": reason})
     else:
-        usage = outcome.usage.usage if outcome.usage is not None and outcome.usage.status is UsageStatus.OK else None
-        call_metrics = CyclesMetrics(
-            tokens_input=usage.input_tokens if usage else None,
-            tokens_output=usage.output_tokens if usage else None,
-            latency_ms=latency_ms,
-            model_version=pending.model.name[:128] if pending.model else None,
-        )
-        if usage is not None and (usage.cache_read_tokens or usage.cache_write_tokens or usage.reasoning_tokens):
-            call_metrics.custom = {
-                "cache_read_tokens": usage.cache_read_tokens,
-                "cache_write_tokens": usage.cache_write_tokens,
-                "reasoning_tokens": usage.reasoning_tokens,
-            }
-        metadata = {"cost_source": outcome.source}
-        body = _build_commit_body(outcome.amount, UNIT, call_metrics, metadata, idempotency_key=f"commit-{key}")
         if pending.reservation_id is not None:
-            event_body = _build_event_fallback_body(pending.reservation_id, pending.subject, pending.action, body)
-            ticket = settlement.commit(pending.reservation_id, body, event_body)
+            ticket = settlement.commit(pending.reservation_id, lambda: _commit_bodies(pending, outcome, latency_ms))
         else:
             # Fail-open call: no reservation to commit against, so record the spend directly as an event.
-            event_body = _build_event_fallback_body(f"fail-open-{key}", pending.subject, pending.action, body)
+            _, event_body = _commit_bodies(pending, outcome, latency_ms)
             event_body["metadata"]["recovery_reason"] = "fail_open_authority_unavailable"
             settlement.record_event(f"fail-open-{key}", event_body)
         _record_metrics(pending, outcome)
     pending.run.note_ticket(ticket)
     if pending.lookahead is not None:
         settlement.look_ahead(pending.lookahead)
+
+
+def _commit_bodies(
+    pending: PendingReservation, outcome: Outcome, latency_ms: int | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The commit request body of `outcome` and its `POST /v1/events` fallback (runcycles' own builders)."""
+    usage = outcome.usage.usage if outcome.usage is not None and outcome.usage.status is UsageStatus.OK else None
+    call_metrics = CyclesMetrics(
+        tokens_input=usage.input_tokens if usage else None,
+        tokens_output=usage.output_tokens if usage else None,
+        latency_ms=latency_ms,
+        model_version=pending.model.name[:128] if pending.model else None,
+    )
+    if usage is not None and (usage.cache_read_tokens or usage.cache_write_tokens or usage.reasoning_tokens):
+        call_metrics.custom = {
+            "cache_read_tokens": usage.cache_read_tokens,
+            "cache_write_tokens": usage.cache_write_tokens,
+            "reasoning_tokens": usage.reasoning_tokens,
+        }
+    body = _build_commit_body(
+        outcome.amount,
+        UNIT,
+        call_metrics,
+        {"cost_source": outcome.source},
+        idempotency_key=f"commit-{pending.idempotency_key}",
+    )
+    reference = pending.reservation_id or f"fail-open-{pending.idempotency_key}"
+    return body, _build_event_fallback_body(reference, pending.subject, pending.action, body)
 
 
 def _record_metrics(pending: PendingReservation, outcome: Outcome) -> None:

@@ -18,7 +18,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -41,6 +41,10 @@ DEFAULT_MAX_QUEUE = 10_000
 _RELEASE_RETRY_DELAYS_S = (0.5, 1.0, 2.0)
 
 
+CommitBodies = Callable[[], tuple[dict[str, Any], dict[str, Any]]]
+"""Returns a commit's request body and its `POST /v1/events` fallback body."""
+
+
 @dataclass
 class _Op:
     ticket: int
@@ -51,6 +55,8 @@ class _Op:
     event_body: dict[str, Any] | None = None
     attempt: int = 0
     lookahead: Lookahead | None = None
+    build: CommitBodies | None = None
+    """Builds `body` and `event_body` of a commit on the worker, off the caller's thread."""
 
 
 class _JournalOnceEngine(CommitRetryEngine):
@@ -124,18 +130,20 @@ class Settlement:
     def base_url(self) -> str:
         return self._base_url
 
-    def commit(self, reservation_id: str, body: dict[str, Any], event_body: dict[str, Any]) -> int:
+    def commit(self, reservation_id: str, bodies: CommitBodies) -> int:
         """Queue the commit, journaled. Never raises, never does network I/O.
 
-        An idle worker takes the commit at once and journals it first thing (in `_handle_commit`), so the caller does
-        not pay the file write. A busy worker may be stuck on a slow authority, so then the caller journals it
-        before queueing: a commit never waits in the queue unjournaled behind another request.
+        An idle worker takes the commit at once, builds its bodies and journals it first thing (in `_handle_commit`),
+        so the caller pays neither. A busy worker may be stuck on a slow authority, so then the caller builds and
+        journals the commit before queueing: a commit never waits in the queue unjournaled behind another request.
         """
         with self._cond:
             busy = self._attempted < self._issued
         if busy:
+            body, event_body = bodies()
             self._engine.journal(reservation_id, body, event_body)
-        return self._submit("commit", reservation_id, body, event_body)
+            return self._submit("commit", reservation_id, body, event_body)
+        return self._submit("commit", reservation_id, {}, build=bodies)
 
     def release(self, reservation_id: str, body: dict[str, Any]) -> int:
         """Queue a release. Never raises, never does network I/O."""
@@ -183,6 +191,7 @@ class Settlement:
         body: dict[str, Any],
         event_body: dict[str, Any] | None = None,
         lookahead: Lookahead | None = None,
+        build: CommitBodies | None = None,
     ) -> int:
         with self._cond:
             if self._closed or len(self._queue) >= self._max_queue:
@@ -191,10 +200,14 @@ class Settlement:
                 overflow = False
                 self._issued += 1
                 ticket = self._issued
-                self._queue.append(_Op(ticket, kind, reservation_id, body, event_body, lookahead=lookahead))
+                self._queue.append(
+                    _Op(ticket, kind, reservation_id, body, event_body, lookahead=lookahead, build=build)
+                )
                 self._ensure_worker()
                 self._cond.notify_all()
         if overflow:
+            if build is not None:
+                body, event_body = build()
             return self._overflow(kind, reservation_id, body, event_body)
         return ticket
 
@@ -239,6 +252,8 @@ class Settlement:
     def _execute(self, op: _Op) -> None:
         with suppressed_instrumentation():
             if op.kind == "commit":
+                if op.build is not None:
+                    op.body, op.event_body = op.build()
                 assert op.event_body is not None
                 self._lifecycle._handle_commit(op.reservation_id, op.body, op.event_body)
             elif op.lookahead is not None:

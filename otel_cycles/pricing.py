@@ -3,6 +3,11 @@
 Money stays `Decimal` until it goes on the wire. Actual costs round half-even; estimates round up (ceiling), so a
 reservation is never smaller than the priced request. A model with no known price is never priced at 0: callers get
 `None` and fall back to a conservative, configurable amount.
+
+Pricing runs in the after-hook, on the agent's critical path, and a genai-prices calculation costs ~50 us (several
+times that on a cold CPU). Most models have one flat, unconditional price, for which genai-prices is linear in the
+token counts; for those the per-token rates are probed from genai-prices once, checked against a full calculation,
+and reused (`_LinearPrice`). Tiered, time-conditional or otherwise non-linear prices always go through genai-prices.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal
 from functools import lru_cache
 
 import genai_prices
+from genai_prices import data_snapshot
+from genai_prices.types import ModelPrice, TieredPrices
 
 from otel_cycles._usage import TokenUsage
 
@@ -139,6 +146,91 @@ def _genai_prices_provider(provider: str | None, name: str) -> tuple[bool, str |
     return _knows(None, name), None
 
 
+_PROBE = 1_000_000
+_LINEAR_UNITS = frozenset(
+    {
+        "input_mtok",
+        "output_mtok",
+        "cache_read_mtok",
+        "cache_write_mtok",
+        "web_searches_kcount",
+        "storage_searches_kcount",
+    }
+)
+"""Price keys whose charge is proportional to a token count we report (or to a count we always report as 0)."""
+
+
+@dataclass(frozen=True)
+class _LinearPrice:
+    """(input-side, output-side) USD per _PROBE tokens of each kind, as genai-prices charges them."""
+
+    uncached: tuple[Decimal, Decimal]
+    cache_read: tuple[Decimal, Decimal]
+    cache_write: tuple[Decimal, Decimal]
+    output: tuple[Decimal, Decimal]
+
+    def price(self, usage: TokenUsage) -> CostBreakdown:
+        uncached = usage.input_tokens - usage.cache_read_tokens - usage.cache_write_tokens
+        counts = (
+            (uncached, self.uncached),
+            (usage.cache_read_tokens, self.cache_read),
+            (usage.cache_write_tokens, self.cache_write),
+            (usage.output_tokens, self.output),
+        )
+        input_usd = sum((Decimal(n) * rate[0] for n, rate in counts), Decimal(0)) / _PROBE
+        output_usd = sum((Decimal(n) * rate[1] for n, rate in counts), Decimal(0)) / _PROBE
+        return CostBreakdown(input_usd, output_usd)
+
+
+def _calc(name: str, provider: str | None, usage: TokenUsage) -> CostBreakdown:
+    calc = genai_prices.calc_price(
+        genai_prices.Usage(
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cache_read_tokens=usage.cache_read_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
+        ),
+        name,
+        provider_id=provider,
+    )
+    return CostBreakdown(calc.input_price, calc.output_price)
+
+
+@lru_cache(maxsize=1024)
+def _linear_price(provider: str | None, name: str, snapshot_id: int) -> _LinearPrice | None:
+    """The probed rates of a model with a flat, unconditional, linear price; None for any other (`snapshot_id` keys
+    the cache to the genai-prices data in use, which `UpdatePrices` can replace)."""
+    try:
+        _, model = data_snapshot.get_snapshot().find_provider_model(name, None, provider, None)
+        prices = model.prices
+        # Price variants (service tier, batch) apply only with a price context, which we never pass.
+        if not isinstance(prices, ModelPrice):
+            return None
+        used = {key: value for key, value in prices.__dict__.items() if value is not None}
+        if not set(used) <= _LINEAR_UNITS or any(isinstance(value, TieredPrices) for value in used.values()):
+            return None
+
+        def probe(**counts: int) -> tuple[Decimal, Decimal]:
+            values = {"input_tokens": 0, "output_tokens": 0, "cache_read_tokens": 0, "cache_write_tokens": 0} | counts
+            cost = _calc(name, provider, TokenUsage(**values))
+            return cost.input_usd, cost.output_usd
+
+        linear = _LinearPrice(
+            uncached=probe(input_tokens=_PROBE),
+            cache_read=probe(input_tokens=_PROBE, cache_read_tokens=_PROBE),
+            cache_write=probe(input_tokens=_PROBE, cache_write_tokens=_PROBE),
+            output=probe(output_tokens=_PROBE),
+        )
+        check = TokenUsage(
+            input_tokens=3_000_017, output_tokens=500_009, cache_read_tokens=1_000_003, cache_write_tokens=7
+        )
+        if linear.price(check) != _calc(name, provider, check):
+            return None
+        return linear
+    except Exception:  # an unexpected shape in the price data: genai-prices prices it the slow way
+        return None
+
+
 def price_usage(model: ModelId, usage: TokenUsage) -> CostBreakdown | None:
     """Price `usage` for `model`; None when the model has no known price. Never raises on unknown models."""
     custom = _custom_price_for(model)
@@ -151,17 +243,8 @@ def price_usage(model: ModelId, usage: TokenUsage) -> CostBreakdown | None:
     known, provider = _genai_prices_provider(model.provider, model.name)
     if not known:
         return None
-    calc = genai_prices.calc_price(
-        genai_prices.Usage(
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            cache_read_tokens=usage.cache_read_tokens,
-            cache_write_tokens=usage.cache_write_tokens,
-        ),
-        model.name,
-        provider_id=provider,
-    )
-    return CostBreakdown(calc.input_price, calc.output_price)
+    linear = _linear_price(provider, model.name, id(data_snapshot.get_snapshot()))
+    return linear.price(usage) if linear is not None else _calc(model.name, provider, usage)
 
 
 def _max_rate(price: object) -> Decimal | None:

@@ -4,10 +4,22 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import genai_prices
 import pytest
+from genai_prices import data_snapshot
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from otel_cycles import pricing
 from otel_cycles._usage import MAX_TOKENS, TokenUsage, UsageStatus, read_usage
-from otel_cycles.pricing import normalize_model_id, price_usage, register_price, usd_to_microcents
+from otel_cycles.pricing import (
+    CostBreakdown,
+    ModelId,
+    normalize_model_id,
+    price_usage,
+    register_price,
+    usd_to_microcents,
+)
 
 
 @pytest.mark.parametrize(
@@ -110,3 +122,52 @@ def test_register_price_overrides() -> None:
     assert cost is not None and cost.total_usd == Decimal(2)
     with pytest.raises(ValueError):
         register_price("bad id with spaces", input_per_mtok=1, output_per_mtok=1)
+
+
+def _every_model() -> list[tuple[str, str]]:
+    """(provider, model id) of every model in the genai-prices data that its own id finds."""
+    snapshot = data_snapshot.get_snapshot()
+    found = []
+    for provider in snapshot.providers:
+        for model in provider.models:
+            try:
+                snapshot.find_provider_model(model.id, None, provider.id, None)
+            except LookupError:
+                continue
+            found.append((provider.id, model.id))
+    return found
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(
+    model=st.sampled_from(_every_model()),
+    input_tokens=st.integers(0, 10**8),
+    cache_read=st.integers(0, 10**8),
+    cache_write=st.integers(0, 10**8),
+    output_tokens=st.integers(0, 10**7),
+)
+def test_cached_linear_rates_price_exactly_like_genai_prices(
+    model: tuple[str, str], input_tokens: int, cache_read: int, cache_write: int, output_tokens: int
+) -> None:
+    """The fast path (`_LinearPrice`) agrees with a full genai-prices calculation to the last Decimal digit."""
+    provider, name = model
+    cache_read = min(cache_read, input_tokens)
+    cache_write = min(cache_write, input_tokens - cache_read)
+    usage = TokenUsage(input_tokens, output_tokens, cache_read, cache_write)
+    calc = genai_prices.calc_price(
+        genai_prices.Usage(
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cache_read_tokens=cache_read,
+            cache_write_tokens=cache_write,
+        ),
+        name,
+        provider_id=provider,
+    )
+    assert price_usage(ModelId(provider, name), usage) == CostBreakdown(calc.input_price, calc.output_price)
+
+
+def test_most_models_take_the_fast_path() -> None:
+    linear = [pricing._linear_price(p, m, id(data_snapshot.get_snapshot())) for p, m in _every_model()]
+    assert sum(rate is not None for rate in linear) > len(linear) / 2
+    assert pricing._linear_price("openai", "gpt-4o", id(data_snapshot.get_snapshot())) is not None

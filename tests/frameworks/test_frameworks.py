@@ -217,6 +217,22 @@ def test_parallel_tool_calls_leak_nothing(framework: str, tenant: Tenant, spans)
     assert_nothing_held(tenant)
 
 
+def test_the_next_llm_call_adopts_its_lookahead(framework: str, tenant: Tenant, spans) -> None:
+    tenant.budget("", 10_000_000_000)  # ample room: lookaheads are made
+    TOOL_SECONDS["value"] = 0.3  # a tool slow enough for the lookahead to come back before the next call
+    try:
+        with ScriptedModel(tool_rounds=1) as model:
+            make_agent(framework, model, callback_for(tenant)).run(PROMPT)
+    finally:
+        TOOL_SECONDS["value"] = 0.0
+    llm = [s for s in governed(spans) if s.attributes["cycles.action.kind"] == "llm.completion"]
+    assert [s.attributes.get("cycles.lookahead") for s in llm] == [None, True]
+    assert tenant.spent() == sum(independently_priced(s) for s in governed(spans))
+    statuses = {str(r["status"]) for r in tenant.authority.reservations(tenant.id)}
+    assert statuses == {"COMMITTED"}  # one reservation per governed call: none made ahead for nothing
+    assert_nothing_held(tenant)
+
+
 def test_second_run_on_the_same_agent(framework: str, tenant: Tenant, spans) -> None:
     row = BY_NAME[framework]
     tenant.budget("", 100_000_000)
