@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import struct
 import time
 from typing import Any
 
@@ -311,3 +313,16 @@ def test_real_tinyagent_run_reports_the_served_usage(monkeypatch: pytest.MonkeyP
     assert (trace.tokens.input_tokens, trace.tokens.output_tokens) == (101 + 102 + 103, 21 + 22 + 23)
     tools = [s.attributes["gen_ai.tool.name"] for s in trace.spans if s.name.startswith("execute_tool")]
     assert tools == ["search_web", "fetch_page"]
+
+
+def test_a_client_dropping_its_connection_is_not_reported(capfd: pytest.CaptureFixture[str]) -> None:
+    """A cancelled run resets its connection mid-request; the server must not print a traceback for it."""
+    with ScriptedModel() as model:
+        url = httpx.URL(model.base_url)
+        sock = socket.create_connection((url.host, url.port or 80))
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a reset
+        sock.close()
+        time.sleep(0.3)
+        assert ask(model, [{"role": "user", "content": "still serving?"}]).choices
+    assert "Traceback" not in capfd.readouterr().err
