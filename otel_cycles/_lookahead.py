@@ -83,22 +83,24 @@ class Lookahead:
         self._done.set()
         return result if orphaned and isinstance(result, Allowed) else None
 
-    def claim(self, timeout: float) -> Allowed | None:
+    def claim(self, timeout: float) -> tuple[Allowed | None, str]:
         """Take the reservation, waiting up to `timeout` if the request is in flight.
 
-        None if it was never sent (it is cancelled now), was not ALLOWed, or did not come back in time (then the
-        worker releases it when it does).
+        Returns it with outcome `claimed`, or None with why not: `not_sent` (it was still queued; now it never will
+        be), `not_allowed` (denied or unreachable), `late` (not back in time: the worker releases it when it is).
         """
         with self._lock:
             if self._state == "queued":
                 self._state = "cancelled"
-                return None
+                return None, "not_sent"
         if not self._done.wait(timeout):
             with self._lock:
                 if self._state != "done":
                     self._abandoned = True
-                    return None
-        return self.result if isinstance(self.result, Allowed) else None
+                    return None, "late"
+        if isinstance(self.result, Allowed):
+            return self.result, "claimed"
+        return None, "not_allowed"
 
     def lease_left_ms(self, allowed: Allowed, ttl_ms: int) -> int:
         """Milliseconds of lease the claimed reservation has left now."""

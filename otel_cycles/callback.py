@@ -471,14 +471,16 @@ class CyclesBudgetCallback(Callback):
             lookahead, run.lookahead = run.lookahead, None
         if lookahead is None:
             return None
-        allowed = lookahead.claim(_LOOKAHEAD_WAIT_S)
-        if allowed is None:
-            return None  # never sent, denied or unreachable: reserve for real
-        fits = lookahead.action == action and lookahead.amount >= estimate
-        if fits and lookahead.lease_left_ms(allowed, int(self.ttl_ms)) >= self.ttl_ms / 2:
-            return lookahead, allowed
-        self._release_lookahead(run, lookahead, allowed, "lookahead did not fit the call")
-        return None
+        allowed, outcome = lookahead.claim(_LOOKAHEAD_WAIT_S)
+        if allowed is not None:
+            fits = lookahead.action == action and lookahead.amount >= estimate
+            if fits and lookahead.lease_left_ms(allowed, int(self.ttl_ms)) >= self.ttl_ms / 2:
+                metrics.lookahead.add(1, {"outcome": "adopted"})
+                return lookahead, allowed
+            self._release_lookahead(run, lookahead, allowed, "lookahead did not fit the call")
+            outcome = "unfit"
+        metrics.lookahead.add(1, {"outcome": outcome})
+        return None  # the call reserves for itself
 
     def _drop_lookahead(self, run: RunState, reason: str, *, wait_s: float) -> int:
         """Release the run's unused lookahead, waiting up to `wait_s` for one on the wire; the release's ticket or 0."""
@@ -486,7 +488,8 @@ class CyclesBudgetCallback(Callback):
             lookahead, run.lookahead = run.lookahead, None
         if lookahead is None:
             return 0
-        allowed = lookahead.claim(wait_s)
+        allowed, outcome = lookahead.claim(wait_s)
+        metrics.lookahead.add(1, {"outcome": "unused" if allowed is not None else outcome})
         return self._release_lookahead(run, lookahead, allowed, reason) if allowed is not None else 0
 
     def _release_lookahead(self, run: RunState, lookahead: Lookahead, allowed: Allowed, reason: str) -> int:

@@ -14,6 +14,7 @@ so a misbehaving caller cannot explode the cardinality of a metrics backend.
 | `cycles.fail_open` | counter | `{call}` | action kind |
 | `cycles.usage.rejected` | counter | `{span}` | error.type (`missing`, `invalid`, `unknown_price`) |
 | `cycles.settlement.errors` | counter | `{operation}` | error.type (`queue_full`, `internal`, ...) |
+| `cycles.lookahead` | counter | `{reservation}` | outcome (`adopted`, `unfit`, `not_allowed`, `not_sent`, ...) |
 """
 
 from __future__ import annotations
@@ -74,6 +75,9 @@ usage_rejected = _meter.create_counter(
 )
 settlement_errors = _meter.create_counter(
     "cycles.settlement.errors", unit="{operation}", description="Settlement problems, by error.type."
+)
+lookahead = _meter.create_counter(
+    "cycles.lookahead", unit="{reservation}", description="Lookahead reservations by what became of them."
 )
 
 

@@ -40,12 +40,31 @@ def governed(spans: Any) -> list[Any]:
     return [s for s in spans.get_finished_spans() if s.attributes.get("cycles.action.kind")]
 
 
+def lookahead_outcomes(reader: Any) -> dict[str, int]:
+    """Cumulative `cycles.lookahead` counts by outcome (the session's metric reader: compare before and after)."""
+    counts: dict[str, int] = {}
+    data = reader.get_metrics_data()
+    for resource in data.resource_metrics if data else ():
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                if metric.name == "cycles.lookahead":
+                    for point in metric.data.data_points:
+                        outcome = str(point.attributes["outcome"])
+                        counts[outcome] = counts.get(outcome, 0) + int(point.value)
+    return counts
+
+
+def grew(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
+
+
 def statuses(tenant: Tenant) -> list[str]:
     return sorted(str(r["status"]) for r in tenant.authority.reservations(tenant.id))
 
 
-def test_next_calls_adopt_the_lookahead_and_spent_stays_exact(tenant: Tenant, spans) -> None:
+def test_next_calls_adopt_the_lookahead_and_spent_stays_exact(tenant: Tenant, spans, metric_reader) -> None:
     tenant.budget("", BIG)
+    before = lookahead_outcomes(metric_reader)
     callback = CyclesBudgetCallback(client=tenant.client, tenant=tenant.id, agent="a")
     with ScriptedModel(tool_rounds=2) as model:
         make_agent(model, [callback], tools=[slow_search]).run("Research budget governance")
@@ -60,6 +79,7 @@ def test_next_calls_adopt_the_lookahead_and_spent_stays_exact(tenant: Tenant, sp
     assert tenant.spent() == expected
     # One reservation per governed call: no lookahead was wasted (none follows the final answer).
     assert statuses(tenant) == ["COMMITTED"] * len(governed(spans))
+    assert grew(before, lookahead_outcomes(metric_reader)) == {"adopted": 2}
     assert tenant.active() == []
 
 
@@ -82,8 +102,9 @@ def test_no_lookahead_when_the_budget_is_tight(tenant: Tenant, spans) -> None:
     assert statuses(tenant) == ["COMMITTED"] * len(governed(spans))
 
 
-def test_a_lookahead_too_small_for_the_call_is_released(tenant: Tenant, spans) -> None:
+def test_a_lookahead_too_small_for_the_call_is_released(tenant: Tenant, spans, metric_reader) -> None:
     tenant.budget("", BIG)
+    before = lookahead_outcomes(metric_reader)
     # A callable estimate that grows 10x per call: the lookahead (2x the last) never fits.
     amounts = iter([1_000_000, 10_000_000, 100_000_000, 1_000_000_000])
     callback = CyclesBudgetCallback(client=tenant.client, tenant=tenant.id, llm_estimate=lambda call: next(amounts))
@@ -96,6 +117,7 @@ def test_a_lookahead_too_small_for_the_call_is_released(tenant: Tenant, spans) -
     # The two unfit lookaheads were released, not left to expire.
     assert statuses(tenant) == ["COMMITTED"] * len(governed(spans)) + ["RELEASED"] * 2
     assert tenant.active() == []
+    assert grew(before, lookahead_outcomes(metric_reader)) == {"unfit": 2}
 
 
 def test_a_denied_lookahead_never_denies_the_call(tenant: Tenant, spans, monkeypatch) -> None:
@@ -112,10 +134,11 @@ def test_a_denied_lookahead_never_denies_the_call(tenant: Tenant, spans, monkeyp
     assert tenant.active() == []
 
 
-def test_a_tool_denied_because_of_the_lookahead_gets_it_back(tenant: Tenant, monkeypatch) -> None:
+def test_a_tool_denied_because_of_the_lookahead_gets_it_back(tenant: Tenant, monkeypatch, metric_reader) -> None:
     """Hooks driven by hand so the tool reserves exactly while the lookahead is held."""
     monkeypatch.setattr(callback_module, "worth_it", lambda amount, balances: True)
     tenant.budget("", 3_000_000)
+    before = lookahead_outcomes(metric_reader)
     callback = CyclesBudgetCallback(
         client=tenant.client, tenant=tenant.id, llm_estimate=1_000_000, tool_estimate=2_500_000, tool_cost=1_000
     )
@@ -154,6 +177,7 @@ def test_a_tool_denied_because_of_the_lookahead_gets_it_back(tenant: Tenant, mon
     callback.after_agent_invocation(context, "prompt")
     assert statuses(tenant) == ["COMMITTED", "COMMITTED", "RELEASED"]
     assert tenant.active() == []
+    assert grew(before, lookahead_outcomes(metric_reader)) == {"unused": 1}
 
 
 def test_a_cancelled_run_releases_its_lookahead(tenant: Tenant) -> None:
