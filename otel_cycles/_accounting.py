@@ -24,6 +24,7 @@ from runcycles.lifecycle import _build_commit_body, _build_event_fallback_body
 from otel_cycles import attributes as attr
 from otel_cycles import metrics
 from otel_cycles._registry import REGISTRY, PendingReservation, SpanKey
+from otel_cycles._settlement import release_body
 from otel_cycles._usage import UsageReading, UsageStatus, read_usage
 from otel_cycles.pricing import MICROCENTS_PER_USD, CostBreakdown, price_usage
 
@@ -100,8 +101,7 @@ def settle(pending: PendingReservation, outcome: Outcome, *, latency_ms: int | N
     ticket = 0
     if not outcome.commit:
         if pending.reservation_id is not None:
-            reason = (outcome.reason or "released")[:256]
-            ticket = settlement.release(pending.reservation_id, {"idempotency_key": f"release-{key}", "reason": reason})
+            ticket = settlement.release(pending.reservation_id, release_body(key, outcome.reason or "released"))
     else:
         if pending.reservation_id is not None:
             ticket = settlement.commit(pending.reservation_id, lambda: _commit_bodies(pending, outcome, latency_ms))

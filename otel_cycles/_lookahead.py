@@ -65,6 +65,11 @@ class Lookahead:
         self._done = threading.Event()
 
     @property
+    def key(self) -> str:
+        """The reservation request's idempotency key."""
+        return str(self.body["idempotency_key"])
+
+    @property
     def action(self) -> dict[str, Any]:
         action: dict[str, Any] = self.body["action"]
         return action

@@ -75,6 +75,12 @@ class RunState:
             with self.lock:
                 self.last_ticket = max(self.last_ticket, ticket)
 
+    def take_lookahead(self) -> Lookahead | None:
+        """Remove and return the run's lookahead; one caller gets it even when hooks race on executor threads."""
+        with self.lock:
+            lookahead, self.lookahead = self.lookahead, None
+        return lookahead
+
     def open_tool(self, span: Span, call_id: str | None) -> None:
         """Remember a reserved tool call until its after-hook (`take_tool`)."""
         key = span_key(span)

@@ -259,7 +259,8 @@ class Settlement:
             elif op.lookahead is not None:
                 orphan = op.lookahead.send(self._client)
                 if orphan is not None:  # its run stopped waiting for it
-                    self._submit("release", orphan.response.reservation_id or "", release_body(op.lookahead.body))
+                    body = release_body(op.lookahead.key, "lookahead not used")
+                    self._submit("release", orphan.response.reservation_id or "", body)
             else:
                 self._release_once(op)
 
@@ -297,9 +298,9 @@ class Settlement:
         self._worker = None
 
 
-def release_body(reservation_body: dict[str, Any], reason: str = "lookahead not used") -> dict[str, Any]:
-    """The release request of an unused lookahead reservation made with `reservation_body`."""
-    return {"idempotency_key": f"release-{reservation_body['idempotency_key']}", "reason": reason}
+def release_body(reservation_key: str, reason: str) -> dict[str, Any]:
+    """The release request of the reservation made with idempotency key `reservation_key`."""
+    return {"idempotency_key": f"release-{reservation_key}", "reason": reason[:256]}
 
 
 _settlements: weakref.WeakKeyDictionary[CyclesClient, Settlement] = weakref.WeakKeyDictionary()

@@ -467,8 +467,7 @@ class CyclesBudgetCallback(Callback):
         self, run: RunState, action: dict[str, Any], estimate: int
     ) -> tuple[Lookahead, Allowed] | None:
         """The run's lookahead reservation if it fits this call; else None (an unfit one is released)."""
-        with run.lock:
-            lookahead, run.lookahead = run.lookahead, None
+        lookahead = run.take_lookahead()
         if lookahead is None:
             return None
         allowed, outcome = lookahead.claim(_LOOKAHEAD_WAIT_S)
@@ -484,8 +483,7 @@ class CyclesBudgetCallback(Callback):
 
     def _drop_lookahead(self, run: RunState, reason: str, *, wait_s: float) -> int:
         """Release the run's unused lookahead, waiting up to `wait_s` for one on the wire; the release's ticket or 0."""
-        with run.lock:
-            lookahead, run.lookahead = run.lookahead, None
+        lookahead = run.take_lookahead()
         if lookahead is None:
             return 0
         allowed, outcome = lookahead.claim(wait_s)
@@ -496,7 +494,7 @@ class CyclesBudgetCallback(Callback):
         reservation_id = allowed.response.reservation_id
         if reservation_id is None:
             return 0
-        ticket = self._settlement.release(reservation_id, release_body(lookahead.body, reason))
+        ticket = self._settlement.release(reservation_id, release_body(lookahead.key, reason))
         run.note_ticket(ticket)
         return ticket
 
