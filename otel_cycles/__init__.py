@@ -16,7 +16,13 @@ if _typing.TYPE_CHECKING:
     from otel_cycles._frameworks import llama_index_model_type
     from otel_cycles.analysis import ScopeBalance, balances, preflight
     from otel_cycles.callback import CyclesBudgetCallback
-    from otel_cycles.errors import AuthorityUnavailable, BudgetExceeded, GovernanceStop, ReservationRejected
+    from otel_cycles.errors import (
+        ActionNotPermitted,
+        AuthorityUnavailable,
+        BudgetExceeded,
+        GovernanceStop,
+        ReservationRejected,
+    )
     from otel_cycles.estimates import DEFAULT_TOOL_ESTIMATE, LlmCall
     from otel_cycles.pricing import register_price
     from otel_cycles.processor import CyclesSpanProcessor
@@ -30,6 +36,7 @@ _EXPORTS: dict[str, str] = {
     "balances": "otel_cycles.analysis",
     "preflight": "otel_cycles.analysis",
     "CyclesBudgetCallback": "otel_cycles.callback",
+    "ActionNotPermitted": "otel_cycles.errors",
     "AuthorityUnavailable": "otel_cycles.errors",
     "BudgetExceeded": "otel_cycles.errors",
     "GovernanceStop": "otel_cycles.errors",
@@ -49,6 +56,7 @@ __version__ = _metadata_version("otel-cycles")
 
 __all__ = [
     "DEFAULT_TOOL_ESTIMATE",
+    "ActionNotPermitted",
     "AuthorityUnavailable",
     "ContentFilterSpanProcessor",
     "BudgetExceeded",

@@ -13,7 +13,6 @@ cost) and by the span processor (to commit). The rules:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -23,29 +22,14 @@ from runcycles.lifecycle import _build_commit_body, _build_event_fallback_body
 
 from otel_cycles import attributes as attr
 from otel_cycles import metrics
-from otel_cycles._registry import REGISTRY, PendingReservation, SpanKey
+from otel_cycles._registry import REGISTRY, Outcome, PendingReservation, SpanKey
 from otel_cycles._settlement import release_body
-from otel_cycles._usage import UsageReading, UsageStatus, read_usage
-from otel_cycles.pricing import MICROCENTS_PER_USD, CostBreakdown, price_usage
+from otel_cycles._usage import UsageStatus, read_usage
+from otel_cycles.pricing import MICROCENTS_PER_USD, price_usage
 
 UNIT = "USD_MICROCENTS"
 LLM_KIND = "llm.completion"
 TOOL_KIND = "tool.execution"
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How a reservation is settled."""
-
-    commit: bool
-    """False: release the reservation."""
-    amount: int
-    """USD_MICROCENTS to commit (0 when released)."""
-    source: str
-    """`local` (priced usage), `estimate`, or `released`."""
-    usage: UsageReading | None = None
-    breakdown: CostBreakdown | None = None
-    reason: str | None = None
 
 
 def decide(pending: PendingReservation, attributes: Mapping[str, Any] | None, errored: bool) -> Outcome:
@@ -106,14 +90,15 @@ def settle(pending: PendingReservation, outcome: Outcome, *, latency_ms: int | N
         if pending.reservation_id is not None:
             ticket = settlement.commit(pending.reservation_id, lambda: _commit_bodies(pending, outcome, latency_ms))
         else:
-            # Fail-open call: no reservation to commit against, so record the spend directly as an event.
+            # Fail-open call or shadow-mode denial: no reservation to commit against, so record the spend directly as
+            # an event (the protocol's default overage policy, ALLOW_IF_AVAILABLE, never rejects an event).
             _, event_body = _commit_bodies(pending, outcome, latency_ms)
-            event_body["metadata"]["recovery_reason"] = "fail_open_authority_unavailable"
-            settlement.record_event(f"fail-open-{key}", event_body)
+            event_body["metadata"]["recovery_reason"] = pending.unreserved
+            settlement.record_event(f"unreserved-{key}", event_body)
         _record_metrics(pending, outcome)
     pending.run.note_ticket(ticket)
     if pending.lookahead is not None:
-        settlement.look_ahead(pending.lookahead)
+        pending.lookahead.queue(settlement)
 
 
 def _commit_bodies(
@@ -140,7 +125,7 @@ def _commit_bodies(
         {"cost_source": outcome.source},
         idempotency_key=f"commit-{pending.idempotency_key}",
     )
-    reference = pending.reservation_id or f"fail-open-{pending.idempotency_key}"
+    reference = pending.reservation_id or f"unreserved-{pending.idempotency_key}"
     return body, _build_event_fallback_body(reference, pending.subject, pending.action, body)
 
 

@@ -23,6 +23,7 @@ from typing import Any
 from runcycles import CyclesClient
 
 from otel_cycles._reserve import Allowed, ReserveResult, reserve
+from otel_cycles._settlement import Settlement, release_body
 
 __all__ = ["HEADROOM", "Lookahead", "next_amount", "worth_it"]
 
@@ -73,6 +74,16 @@ class Lookahead:
     def action(self) -> dict[str, Any]:
         action: dict[str, Any] = self.body["action"]
         return action
+
+    def queue(self, settlement: Settlement) -> None:
+        """Send the request on `settlement`'s worker, behind what is queued there; release it if orphaned."""
+
+        def task() -> None:
+            orphan = self.send(settlement.client)
+            if orphan is not None and orphan.response.reservation_id:  # its run stopped waiting for it
+                settlement.release(orphan.response.reservation_id, release_body(self.key, "lookahead not used"))
+
+        settlement.run_after(task)
 
     def send(self, client: CyclesClient) -> Allowed | None:
         """Make the request (on the Settlement worker). Returns an ALLOWed reservation nobody will claim any more,

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry.trace import Span
 
-from otel_cycles.pricing import ModelId
+from otel_cycles._usage import UsageReading
+from otel_cycles.pricing import CostBreakdown, ModelId
 
 if TYPE_CHECKING:
-    from otel_cycles._accounting import Outcome
     from otel_cycles._lookahead import Lookahead
     from otel_cycles._settlement import Settlement
 
@@ -36,6 +36,21 @@ def span_key(span: Any) -> SpanKey | None:
     if context is None:
         return None
     return (context.trace_id, context.span_id)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a reservation is settled."""
+
+    commit: bool
+    """False: release the reservation."""
+    amount: int
+    """USD_MICROCENTS to commit (0 when released)."""
+    source: str
+    """`local` (priced usage), `estimate`, or `released`."""
+    usage: UsageReading | None = None
+    breakdown: CostBreakdown | None = None
+    reason: str | None = None
 
 
 @dataclass
@@ -66,6 +81,14 @@ class RunState:
     """Settlement ticket of the run's latest commit or release; the end of the run waits for it."""
     lookahead: Lookahead | None = None
     """The background reservation for the run's next LLM call, if one was made (`_lookahead`)."""
+    steps: int = 0
+    """Governed calls that went ahead so far (caps `max_steps_remaining` count them)."""
+    step_limit: int | None = None
+    """Governed calls the caps allow this run in all (`_caps.step_limit`); None: no limit."""
+    last_start: float | None = None
+    """`time.monotonic()` when the run's latest governed call went ahead (caps `cooldown_ms`)."""
+    clamp_unsupported: bool = False
+    """A clamped request of this run bypassed the clamp (`_clamp`): calls that need one are refused."""
     lock: threading.Lock = field(default_factory=threading.Lock)
     """Guards every other field (hooks run on executor and pool threads)."""
 
@@ -129,7 +152,9 @@ class PendingReservation:
     estimate: int
     idempotency_key: str
     reservation_id: str | None
-    """None when the authority was unreachable and fail-open let the call through (settled as an event)."""
+    """None when the call went ahead unreserved (settled as an event, see `unreserved`)."""
+    unreserved: str = "fail_open_authority_unavailable"
+    """Why a call without a reservation went ahead (recorded on its event): fail-open or a shadow-mode denial."""
     scope_path: str | None = None
     model: ModelId | None = None
     tool_cost: int | None = None

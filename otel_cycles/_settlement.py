@@ -6,7 +6,8 @@ created for the same authority and key. The commit itself goes through runcycles
 (`CyclesLifecycle._handle_commit`): same-key retries with backoff, Retry-After, the `POST /v1/events` fallback when the
 reservation expired, and never a release after spend. We reuse it rather than re-implement that classification.
 
-The same worker also sends lookahead reservations (`_lookahead`), in order with the run's settlements.
+The same worker also runs other requests that must follow a run's settlements in order (`run_after`: the lookahead
+reservations of `_lookahead`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from opentelemetry import context as otel_context
 from runcycles import CyclesClient
@@ -29,9 +30,6 @@ from runcycles.lifecycle import CyclesLifecycle
 from runcycles.retry import CommitRetryEngine
 
 from otel_cycles import metrics
-
-if TYPE_CHECKING:
-    from otel_cycles._lookahead import Lookahead
 
 __all__ = ["Settlement", "flush_all", "settlement_for"]
 
@@ -49,12 +47,12 @@ CommitBodies = Callable[[], tuple[dict[str, Any], dict[str, Any]]]
 class _Op:
     ticket: int
     kind: str
-    """`commit`, `release` or `lookahead`."""
+    """`commit`, `release` or `task`."""
     reservation_id: str
     body: dict[str, Any]
     event_body: dict[str, Any] | None = None
     attempt: int = 0
-    lookahead: Lookahead | None = None
+    task: Callable[[], None] | None = None
     build: CommitBodies | None = None
     """Builds `body` and `event_body` of a commit on the worker, off the caller's thread."""
 
@@ -130,6 +128,10 @@ class Settlement:
     def base_url(self) -> str:
         return self._base_url
 
+    @property
+    def client(self) -> CyclesClient:
+        return self._client
+
     def commit(self, reservation_id: str, bodies: CommitBodies) -> int:
         """Queue the commit, journaled. Never raises, never does network I/O.
 
@@ -149,9 +151,9 @@ class Settlement:
         """Queue a release. Never raises, never does network I/O."""
         return self._submit("release", reservation_id, body)
 
-    def look_ahead(self, lookahead: Lookahead) -> None:
-        """Queue a lookahead reservation (dropped, and so never sent, when the queue is full)."""
-        self._submit("lookahead", "", lookahead.body, lookahead=lookahead)
+    def run_after(self, task: Callable[[], None]) -> None:
+        """Run `task` on the worker after everything queued so far (dropped, never run, when the queue is full)."""
+        self._submit("task", "", {}, task=task)
 
     def record_event(self, reference: str, event_body: dict[str, Any]) -> None:
         """Record spend that had no reservation (fail-open) via `POST /v1/events`, journaled and retried."""
@@ -190,7 +192,7 @@ class Settlement:
         reservation_id: str,
         body: dict[str, Any],
         event_body: dict[str, Any] | None = None,
-        lookahead: Lookahead | None = None,
+        task: Callable[[], None] | None = None,
         build: CommitBodies | None = None,
     ) -> int:
         with self._cond:
@@ -200,9 +202,7 @@ class Settlement:
                 overflow = False
                 self._issued += 1
                 ticket = self._issued
-                self._queue.append(
-                    _Op(ticket, kind, reservation_id, body, event_body, lookahead=lookahead, build=build)
-                )
+                self._queue.append(_Op(ticket, kind, reservation_id, body, event_body, task=task, build=build))
                 self._ensure_worker()
                 self._cond.notify_all()
         if overflow:
@@ -213,8 +213,8 @@ class Settlement:
 
     def _overflow(self, kind: str, reservation_id: str, body: dict[str, Any], event_body: dict[str, Any] | None) -> int:
         metrics.settlement_errors.add(1, {"error.type": "queue_full", "cycles.operation": kind})
-        if kind == "lookahead":
-            pass  # never sent; the next call claims nothing and reserves for itself
+        if kind == "task":
+            pass  # never run (a lookahead never sent: the next call claims nothing and reserves for itself)
         elif kind == "commit":
             # Already journaled; the retry engine delivers it on its own thread, so nothing is lost.
             self._engine.forget(reservation_id)
@@ -256,11 +256,8 @@ class Settlement:
                     op.body, op.event_body = op.build()
                 assert op.event_body is not None
                 self._lifecycle._handle_commit(op.reservation_id, op.body, op.event_body)
-            elif op.lookahead is not None:
-                orphan = op.lookahead.send(self._client)
-                if orphan is not None:  # its run stopped waiting for it
-                    body = release_body(op.lookahead.key, "lookahead not used")
-                    self._submit("release", orphan.response.reservation_id or "", body)
+            elif op.task is not None:
+                op.task()
             else:
                 self._release_once(op)
 

@@ -12,6 +12,13 @@ __all__ = [
     "CYCLES_ACTION_NAME",
     "CYCLES_ACTUAL_AMOUNT",
     "CYCLES_BUDGET_REMAINING",
+    "CYCLES_CAPS_COOLDOWN_MS",
+    "CYCLES_CAPS_ENFORCED",
+    "CYCLES_CAPS_MAX_STEPS_REMAINING",
+    "CYCLES_CAPS_MAX_TOKENS",
+    "CYCLES_CAPS_TOOL_ALLOWLIST",
+    "CYCLES_CAPS_TOOL_DENYLIST",
+    "CYCLES_CLAMP_MAX_TOKENS",
     "CYCLES_DECISION",
     "CYCLES_ESTIMATE_AMOUNT",
     "CYCLES_ESTIMATE_SOURCE",
@@ -23,6 +30,8 @@ __all__ = [
     "CYCLES_RESERVATION_ID",
     "CYCLES_RESERVED_AMOUNT",
     "CYCLES_SCOPE_PATH",
+    "CYCLES_SHADOW",
+    "CYCLES_SOFT_LANDING",
     "CYCLES_UNIT",
     "GEN_AI_AGENT_NAME",
     "GEN_AI_OPERATION_NAME",
@@ -68,6 +77,25 @@ CYCLES_LOOKAHEAD = "cycles.lookahead"
 """True when the call adopted the reservation made ahead of it while the previous step's tools ran."""
 CYCLES_RESERVED_AMOUNT = "cycles.reserved.amount"
 """Amount the adopted lookahead reservation holds (>= the estimate); set only with `cycles.lookahead`."""
+CYCLES_CAPS_MAX_TOKENS = "cycles.caps.max_tokens"
+"""Caps of an `ALLOW_WITH_CAPS` decision: the output-token cap of the call (set only when the authority sent it)."""
+CYCLES_CAPS_MAX_STEPS_REMAINING = "cycles.caps.max_steps_remaining"
+"""Caps: governed calls the run may still make after this one."""
+CYCLES_CAPS_TOOL_ALLOWLIST = "cycles.caps.tool_allowlist"
+"""Caps: the only tools allowed (string array)."""
+CYCLES_CAPS_TOOL_DENYLIST = "cycles.caps.tool_denylist"
+"""Caps: tools not allowed (string array)."""
+CYCLES_CAPS_COOLDOWN_MS = "cycles.caps.cooldown_ms"
+"""Caps: minimum milliseconds between the starts of the run's governed calls."""
+CYCLES_CAPS_ENFORCED = "cycles.caps.enforced"
+"""What the caps did to this call (string array): `max_tokens`, `tool`, `cooldown`, `max_steps`; in shadow mode
+what they would have done."""
+CYCLES_CLAMP_MAX_TOKENS = "cycles.clamp.max_tokens"
+"""The output-token bound put on this LLM call's request (the caps' `max_tokens` or the soft landing's)."""
+CYCLES_SHADOW = "cycles.shadow"
+"""True in shadow mode: the decision on the span was recorded, not enforced."""
+CYCLES_SOFT_LANDING = "cycles.soft_landing"
+"""True when the call was denied at its full estimate and reserved what the budget could still pay instead."""
 CYCLES_ACTION_KIND = "cycles.action.kind"
 """Cycles action kind: `llm.completion` or `tool.execution`."""
 CYCLES_ACTION_NAME = "cycles.action.name"

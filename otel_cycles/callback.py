@@ -31,20 +31,27 @@ from typing import Any
 
 from any_agent.callbacks import Callback, Context
 from opentelemetry.trace import Span, Status, StatusCode
-from runcycles import AsyncCyclesClient, CyclesClient, CyclesConfig
+from runcycles import AsyncCyclesClient, Caps, CyclesClient, CyclesConfig
 
-from otel_cycles import _frameworks, metrics, pricing
+from otel_cycles import _caps, _clamp, _frameworks, metrics, pricing
 from otel_cycles import attributes as attr
 from otel_cycles import environment_variables as env
 from otel_cycles._accounting import LLM_KIND, TOOL_KIND, cost_attributes, decide, finish_unended
 from otel_cycles._heartbeat import heartbeat_for
 from otel_cycles._lookahead import Lookahead, next_amount, worth_it
+from otel_cycles._lookahead_runs import LOOKAHEAD_WAIT_S, RunLookaheads
 from otel_cycles._reaper import REAPER
 from otel_cycles._registry import REGISTRY, PendingReservation, RunState, span_key
 from otel_cycles._reserve import Allowed, Denied, Rejected, ReserveResult, Unavailable, reserve
 from otel_cycles._settlement import release_body, settlement_for
 from otel_cycles.analysis import limiting_scope
-from otel_cycles.errors import AuthorityUnavailable, BudgetExceeded, GovernanceStop, ReservationRejected
+from otel_cycles.errors import (
+    ActionNotPermitted,
+    AuthorityUnavailable,
+    BudgetExceeded,
+    GovernanceStop,
+    ReservationRejected,
+)
 from otel_cycles.estimates import DEFAULT_TOOL_ESTIMATE, EstimatePolicy, LlmCall, ToolAmount
 from otel_cycles.processor import ensure_processor
 
@@ -55,13 +62,12 @@ logger = logging.getLogger(__name__)
 _frameworks.install_span_end_handover()
 _frameworks.track_current_span()
 _frameworks.fix_agno_unwrap()
+_clamp.install()
 
 _OVERAGE_POLICIES = frozenset({"REJECT", "ALLOW_IF_AVAILABLE", "ALLOW_WITH_OVERDRAFT"})
 _UNIT = "USD_MICROCENTS"
 _FINAL_ANSWER_TOOLS = ("final_answer",)
 """Tools that end a run (tinyagent, smolagents): an answer calling one is not followed by another LLM call."""
-_LOOKAHEAD_WAIT_S = 5.0
-"""How long a hook waits for a lookahead request already on the wire before reserving (or ending) without it."""
 
 
 class CyclesBudgetCallback(Callback):
@@ -96,6 +102,14 @@ class CyclesBudgetCallback(Callback):
             room (`otel_cycles._lookahead`); denials are always decided by a fresh reservation.
         attach_processor: Attach a `CyclesSpanProcessor` to the global tracer provider if none is attached, so
             commits happen even when the user sets up no OpenTelemetry at all (callback-only mode).
+        shadow: Shadow mode (`CYCLES_SHADOW`, default False): every call is still reserved and decided, the span
+            records the decision (`cycles.shadow=true`, `cycles.decision=DENY` where it would have been stopped),
+            but nothing is ever stopped, refused, clamped or delayed. Calls that would have been denied are
+            recorded as events, so the ledger still sees the spend.
+        soft_landing: When an LLM call priced from its request is denied, reserve what every charged scope can still
+            pay and clamp the request's output tokens to that (`CYCLES_SOFT_LANDING`, default False).
+        soft_landing_floor: Fewest output tokens a soft landing may clamp to (`CYCLES_SOFT_LANDING_FLOOR`, 256).
+        cooldown_max_wait_s: Longest wait a `cooldown_ms` cap may impose on a call before it is refused (5 s).
     """
 
     def __init__(
@@ -125,6 +139,10 @@ class CyclesBudgetCallback(Callback):
         heartbeat: bool = True,
         lookahead: bool | None = None,
         attach_processor: bool = True,
+        shadow: bool | None = None,
+        soft_landing: bool | None = None,
+        soft_landing_floor: int | None = None,
+        cooldown_max_wait_s: float = 5.0,
     ) -> None:
         if client is None:
             client = CyclesClient(CyclesConfig.from_env())
@@ -174,8 +192,15 @@ class CyclesBudgetCallback(Callback):
         )
         self.heartbeat = heartbeat
         self.lookahead = lookahead if lookahead is not None else env.env_bool(env.CYCLES_LOOKAHEAD, True)
+        self.shadow = shadow if shadow is not None else env.env_bool(env.CYCLES_SHADOW, False)
+        self.soft_landing = soft_landing if soft_landing is not None else env.env_bool(env.CYCLES_SOFT_LANDING, False)
+        self.soft_landing_floor = int(
+            _positive(soft_landing_floor, "soft_landing_floor", env.env_number(env.CYCLES_SOFT_LANDING_FLOOR, 256))
+        )
+        self.cooldown_max_wait_s = cooldown_max_wait_s
         self._subject = self._build_subject()
         self._settlement = settlement_for(client)
+        self._lookaheads = RunLookaheads(self._settlement, int(self.ttl_ms), self._reservation_body)
         self._state_key = f"otel_cycles.run.{id(self):x}"
         pricing.warm_up()
         if attach_processor:
@@ -201,6 +226,7 @@ class CyclesBudgetCallback(Callback):
         if run.denial is not None:
             self._deny(context, span, run, run.denial, kind=self.action_kind, name=name)
         estimate, source, price_known = self.estimates.llm(model, args, kwargs)
+        floor = self.soft_landing_floor
         self._reserve(
             context,
             span,
@@ -212,6 +238,9 @@ class CyclesBudgetCallback(Callback):
             model=model,
             extra={attr.CYCLES_PRICE_KNOWN: price_known},
             lookahead_amount=next_amount(estimate, source) if self.lookahead else None,
+            landing=(lambda room: self.estimates.landing(model, args, kwargs, room, floor))
+            if source == "priced"
+            else None,
         )
         return context
 
@@ -238,9 +267,11 @@ class CyclesBudgetCallback(Callback):
 
     def after_llm_call(self, context: Context, *args: Any, **kwargs: Any) -> Context:
         span = context.current_span
+        if _clamp.finish(span.get_span_context().trace_id) is False:
+            self._clamp_bypassed(context)
         pending = self._stamp_outcome(span)
         if pending is not None and pending.lookahead_amount is not None and _asks_for_tools(span):
-            self._look_ahead(pending, pending.lookahead_amount)
+            self._lookaheads.make(pending, pending.lookahead_amount)
         return context
 
     def after_tool_execution(self, context: Context, *args: Any, **kwargs: Any) -> Context:
@@ -265,9 +296,10 @@ class CyclesBudgetCallback(Callback):
         run = context.shared.get(self._state_key)
         if not isinstance(run, RunState):
             return context
+        _clamp.finish(context.current_span.get_span_context().trace_id)  # a call that errored never took it back
         for key, pending in REGISTRY.open_for_run(run):
             finish_unended(key, pending, "call never finished")
-        self._drop_lookahead(run, "run ended", wait_s=self.settle_timeout_s)
+        self._lookaheads.drop(run, "run ended", wait_s=self.settle_timeout_s)
         if self.settle_timeout_s > 0:
             with run.lock:
                 ticket = run.last_ticket
@@ -310,9 +342,9 @@ class CyclesBudgetCallback(Callback):
         tool_cost: int | None = None,
         extra: Mapping[str, Any] | None = None,
         lookahead_amount: int | None = None,
+        landing: Callable[[int], tuple[int, int] | None] | None = None,
     ) -> None:
-        key = span_key(span)
-        subject = self._subject
+        """Reserve the call, or stop the agent; see the module docstring. `landing` sizes a soft landing."""
         action = {"kind": kind, "name": name[:256]}
         span_attributes: dict[str, Any] = {
             attr.CYCLES_ACTION_KIND: kind,
@@ -324,8 +356,15 @@ class CyclesBudgetCallback(Callback):
         }
         if self.agent:
             span_attributes[attr.GEN_AI_AGENT_NAME] = self.agent
+        if self.shadow:
+            span_attributes[attr.CYCLES_SHADOW] = True
+        refusal = self._steps_refusal(run, kind, name)  # before reserving: nothing to release
+        if refusal is not None and not self.shadow:
+            span.set_attributes(span_attributes)
+            self._deny(context, span, run, refusal, kind=kind, name=name)
         started = time.perf_counter()
-        ahead = self._claim_lookahead(run, action, estimate) if lookahead_amount is not None else None
+        ahead = self._lookaheads.claim(run, action, estimate) if lookahead_amount is not None else None
+        landed: int | None = None
         result: ReserveResult
         if ahead is not None:
             lookahead, result = ahead
@@ -334,19 +373,12 @@ class CyclesBudgetCallback(Callback):
             span_attributes[attr.CYCLES_RESERVED_AMOUNT] = lookahead.amount
         else:
             body = self._reservation_body(action, estimate)
-            in_flight = self._settlement.outstanding()
-            result = reserve(self.client, body)
-            if isinstance(result, Denied):
-                # Commits queued or in flight when we asked still held their full estimates at the authority, and a
-                # lookahead of this run holds budget for a call that may never come. Once the commits have returned
-                # the unused part and the lookahead is released, ask again: a denial never depends on the
-                # settlement worker's timing or on speculation.
-                released = self._drop_lookahead(run, "a call of the run was denied", wait_s=_LOOKAHEAD_WAIT_S)
-                if in_flight or released:
-                    self._settlement.wait(max(in_flight, released), self.settle_timeout_s or 5.0)
-                    body["idempotency_key"] = str(uuid.uuid4())
-                    result = reserve(self.client, body)
-        idempotency_key = body["idempotency_key"]
+            result = self._reserve_fresh(run, body)
+            if isinstance(result, Denied) and landing is not None:
+                result, body, landed = self._soft_land(run, result, body, landing)
+                if landed is not None:
+                    estimate = body["estimate"]["amount"]
+                    span_attributes.update({attr.CYCLES_ESTIMATE_AMOUNT: estimate, attr.CYCLES_SOFT_LANDING: True})
         elapsed = time.perf_counter() - started
         decision = "DENY" if isinstance(result, Denied) else "ALLOW" if isinstance(result, Allowed) else "ERROR"
         if isinstance(result, Allowed):
@@ -366,51 +398,21 @@ class CyclesBudgetCallback(Callback):
             settlement=self._settlement,
             kind=kind,
             action=action,
-            subject=subject,
+            subject=self._subject,
             estimate=estimate,
-            idempotency_key=idempotency_key,
+            idempotency_key=body["idempotency_key"],
             reservation_id=None,
             model=model,
             tool_cost=tool_cost,
         )
         if isinstance(result, Allowed):
-            response = result.response
-            pending.reservation_id = response.reservation_id
-            pending.scope_path = response.scope_path
-            if lookahead_amount is not None and worth_it(lookahead_amount, response.balances):
-                pending.lookahead_amount = lookahead_amount
-            span_attributes[attr.CYCLES_RESERVATION_ID] = response.reservation_id
-            span_attributes[attr.CYCLES_DECISION] = response.decision.value
-            if response.scope_path:
-                span_attributes[attr.CYCLES_SCOPE_PATH] = response.scope_path
-            remaining = _remaining(response.balances, response.scope_path)
-            if remaining is not None:
-                span_attributes[attr.CYCLES_BUDGET_REMAINING] = remaining
-                metrics.budget_remaining.set(
-                    remaining, {"cycles.scope_path": metrics.bounded_scope(response.scope_path), "cycles.unit": _UNIT}
-                )
-            span.set_attributes(span_attributes)
-            if key is not None:
-                REGISTRY.add(key, pending)
-                if self.heartbeat:
-                    lease_ms = ahead[0].lease_left_ms(result, int(self.ttl_ms)) if ahead else response.remaining_ttl_ms
-                    heartbeat_for(self.client).watch(key, pending, int(self.ttl_ms), lease_ms)
-                REAPER.watch(key, pending)
+            self._go_ahead(context, span, pending, result, span_attributes, refusal, landed, lookahead_amount, ahead)
             return
-        if isinstance(result, Denied):
+        if isinstance(result, Denied) and not self.shadow:
             span.set_attributes(span_attributes)
-            error = self._denial(result, estimate, kind, name)
-            self._deny(context, span, run, error, kind=kind, name=name)
-        if isinstance(result, Unavailable) and self.fail_open:
-            span_attributes[attr.CYCLES_FAIL_OPEN] = True
-            span_attributes[attr.CYCLES_REASON_CODE] = "AUTHORITY_UNAVAILABLE"
-            span.set_attributes(span_attributes)
-            metrics.fail_open.add(1, {"cycles.action.kind": kind})
-            logger.warning(
-                "otel-cycles: authority %s unreachable (%s); failing open", self.client._config.base_url, result.message
-            )
-            if key is not None:
-                REGISTRY.add(key, pending)  # settled as an event once the call finishes
+            self._deny(context, span, run, self._denial(result, estimate, kind, name), kind=kind, name=name)
+        if self.shadow or (isinstance(result, Unavailable) and self.fail_open):
+            self._go_unreserved(span, pending, result, span_attributes)
             return
         span.set_attributes(span_attributes)
         if isinstance(result, Unavailable):
@@ -432,6 +434,166 @@ class CyclesBudgetCallback(Callback):
             )
         self._stop(context, span, stop)
 
+    def _reserve_fresh(self, run: RunState, body: dict[str, Any]) -> ReserveResult:
+        in_flight = self._settlement.outstanding()
+        result = reserve(self.client, body)
+        if isinstance(result, Denied):
+            # Commits queued or in flight when we asked still held their full estimates at the authority, and a
+            # lookahead of this run holds budget for a call that may never come. Once the commits have returned
+            # the unused part and the lookahead is released, ask again: a denial never depends on the
+            # settlement worker's timing or on speculation.
+            released = self._lookaheads.drop(run, "a call of the run was denied", wait_s=LOOKAHEAD_WAIT_S)
+            if in_flight or released:
+                self._settlement.wait(max(in_flight, released), self.settle_timeout_s or 5.0)
+                body["idempotency_key"] = str(uuid.uuid4())
+                result = reserve(self.client, body)
+        return result
+
+    def _soft_land(
+        self, run: RunState, denied: Denied, body: dict[str, Any], landing: Callable[[int], tuple[int, int] | None]
+    ) -> tuple[ReserveResult, dict[str, Any], int | None]:
+        """Reserve what the budget can still pay for a denied LLM call: (result, request, output tokens bought)."""
+        if not self.soft_landing or self.shadow or denied.reason_code != "BUDGET_EXCEEDED" or run.clamp_unsupported:
+            return denied, body, None
+        _, room = limiting_scope(self.client, self._subject)
+        offer = landing(room) if room is not None else None
+        if offer is None:
+            metrics.soft_landing.add(1, {"outcome": "too_small"})
+            return denied, body, None
+        amount, tokens = offer
+        landed_body = {**body, "idempotency_key": str(uuid.uuid4()), "estimate": {"unit": _UNIT, "amount": amount}}
+        result = reserve(self.client, landed_body)
+        metrics.soft_landing.add(1, {"outcome": "landed" if isinstance(result, Allowed) else "denied"})
+        if not isinstance(result, Allowed):
+            return denied, body, None
+        return result, landed_body, tokens
+
+    def _steps_refusal(self, run: RunState, kind: str, name: str) -> ActionNotPermitted | None:
+        """The stop of a call the caps' `max_steps_remaining` leave no room for, if this is one."""
+        with run.lock:
+            limit = run.step_limit if run.step_limit is not None and run.steps >= run.step_limit else None
+        if limit is None:
+            return None
+        metrics.caps_enforced.add(1, {"cycles.cap": "max_steps", "outcome": "refused", "cycles.shadow": self.shadow})
+        return ActionNotPermitted(
+            f"the run made the {limit} governed calls its caps allow (max_steps_remaining); {kind} {name!r} not made",
+            reason_code=_caps.MAX_STEPS_REACHED,
+            action_kind=kind,
+            action_name=name,
+        )
+
+    def _go_ahead(
+        self,
+        context: Context,
+        span: Span,
+        pending: PendingReservation,
+        result: Allowed,
+        span_attributes: dict[str, Any],
+        refusal: ActionNotPermitted | None,
+        landed: int | None,
+        lookahead_amount: int | None,
+        ahead: tuple[Lookahead, Allowed] | None,
+    ) -> None:
+        """Carry out an allowed reservation: honour its caps (or, in shadow mode, record them), then register it."""
+        run, kind, name = pending.run, pending.kind, str(pending.action["name"])
+        response = result.response
+        pending.reservation_id = response.reservation_id
+        pending.scope_path = response.scope_path
+        if lookahead_amount is not None and worth_it(lookahead_amount, response.balances):
+            pending.lookahead_amount = lookahead_amount
+        span_attributes[attr.CYCLES_RESERVATION_ID] = response.reservation_id
+        span_attributes[attr.CYCLES_DECISION] = response.decision.value
+        if response.scope_path:
+            span_attributes[attr.CYCLES_SCOPE_PATH] = response.scope_path
+        remaining = _remaining(response.balances, response.scope_path)
+        if remaining is not None:
+            span_attributes[attr.CYCLES_BUDGET_REMAINING] = remaining
+            metrics.budget_remaining.set(
+                remaining, {"cycles.scope_path": metrics.bounded_scope(response.scope_path), "cycles.unit": _UNIT}
+            )
+        caps = response.caps
+        with run.lock:
+            since = None if run.last_start is None else time.monotonic() - run.last_start
+        verdict = _caps.judge(
+            caps, is_tool=kind == TOOL_KIND, name=name, since_last_start_s=since, max_wait_s=self.cooldown_max_wait_s
+        ) if caps is not None else _caps.Verdict()  # fmt: skip
+        clamp = min((t for t in (verdict.clamp, landed) if t is not None), default=None)
+        if caps is not None:
+            span_attributes.update(_caps.caps_attributes(caps))
+        if verdict.enforced:
+            span_attributes[attr.CYCLES_CAPS_ENFORCED] = list(verdict.enforced)
+        if refusal is None and verdict.refusal is not None:
+            refusal = ActionNotPermitted(
+                verdict.message, reason_code=verdict.refusal, action_kind=kind, action_name=name
+            )
+        elif refusal is None and clamp is not None and run.clamp_unsupported:
+            refusal = ActionNotPermitted(
+                f"this run's requests bypass the output-token clamp; a call capped at {clamp} tokens is not made",
+                reason_code=_caps.MAX_TOKENS_UNENFORCEABLE,
+                action_kind=kind,
+                action_name=name,
+            )
+        outcome = "shadow" if self.shadow else "refused" if refusal is not None else "applied"
+        for cap in verdict.enforced:
+            metrics.caps_enforced.add(1, {"cycles.cap": cap, "outcome": outcome, "cycles.shadow": self.shadow})
+        if refusal is not None and self.shadow:
+            span_attributes[attr.CYCLES_DECISION] = "DENY"
+            span_attributes[attr.CYCLES_REASON_CODE] = refusal.reason_code
+            metrics.shadow_denials.add(1, {"cycles.reason_code": refusal.reason_code or "", "cycles.action.kind": kind})
+        elif refusal is not None:
+            if response.reservation_id is not None:
+                reason = f"caps: {refusal.reason_code}"
+                run.note_ticket(
+                    self._settlement.release(response.reservation_id, release_body(pending.idempotency_key, reason))
+                )
+            span.set_attributes(span_attributes)
+            self._deny(context, span, run, refusal, kind=kind, name=name)
+        elif not self.shadow:
+            if verdict.wait_s > 0:
+                time.sleep(verdict.wait_s)  # bounded by cooldown_max_wait_s (_caps.judge)
+            if clamp is not None:
+                _clamp.bound(span.get_span_context().trace_id, clamp)
+                span_attributes[attr.CYCLES_CLAMP_MAX_TOKENS] = clamp
+        self._count_step(run, caps)
+        span.set_attributes(span_attributes)
+        key = span_key(span)
+        if key is not None:
+            REGISTRY.add(key, pending)
+            if self.heartbeat:
+                lease_ms = ahead[0].lease_left_ms(result, int(self.ttl_ms)) if ahead else response.remaining_ttl_ms
+                heartbeat_for(self.client).watch(key, pending, int(self.ttl_ms), lease_ms)
+            REAPER.watch(key, pending)
+
+    def _go_unreserved(
+        self, span: Span, pending: PendingReservation, result: ReserveResult, span_attributes: dict[str, Any]
+    ) -> None:
+        """Let a call go ahead without a reservation (fail-open, or shadow mode); its spend is recorded as an event."""
+        kind = pending.kind
+        if isinstance(result, Unavailable):
+            span_attributes[attr.CYCLES_FAIL_OPEN] = True
+            span_attributes[attr.CYCLES_REASON_CODE] = "AUTHORITY_UNAVAILABLE"
+            metrics.fail_open.add(1, {"cycles.action.kind": kind})
+            logger.warning(
+                "otel-cycles: authority %s unreachable (%s); failing open", self.client._config.base_url, result.message
+            )
+        else:  # shadow mode: the call would have been stopped
+            reason = getattr(result, "reason_code", None) or getattr(result, "error_code", None) or "REJECTED"
+            span_attributes[attr.CYCLES_DECISION] = "DENY"
+            span_attributes[attr.CYCLES_REASON_CODE] = reason
+            pending.unreserved = "shadow_denied"
+            metrics.shadow_denials.add(1, {"cycles.reason_code": reason, "cycles.action.kind": kind})
+        self._count_step(pending.run, None)
+        span.set_attributes(span_attributes)
+        key = span_key(span)
+        if key is not None:
+            REGISTRY.add(key, pending)  # settled as an event once the call finishes
+
+    def _count_step(self, run: RunState, caps: Caps | None) -> None:
+        with run.lock:
+            run.steps += 1
+            run.step_limit = _caps.step_limit(run.step_limit, run.steps, caps)
+            run.last_start = time.monotonic()
+
     def _reservation_body(self, action: dict[str, Any], amount: int) -> dict[str, Any]:
         body: dict[str, Any] = {
             "idempotency_key": str(uuid.uuid4()),
@@ -444,59 +606,6 @@ class CyclesBudgetCallback(Callback):
         if self.grace_period_ms is not None:
             body["grace_period_ms"] = self.grace_period_ms
         return body
-
-    def _look_ahead(self, pending: PendingReservation, amount: int) -> None:
-        """Make the reservation of the run's next LLM call (see `_lookahead`); at most one per run at a time."""
-        run = pending.run
-        lookahead = Lookahead(self._reservation_body(dict(pending.action), amount), amount)
-        with run.lock:
-            if run.lookahead is not None or run.denial is not None:
-                return
-            run.lookahead = lookahead
-        pending.lookahead = lookahead  # queued by `settle`, behind this call's commit
-        # A cancelled run reaches neither its next LLM call nor after_agent_invocation; a long tool call makes the
-        # lookahead too old to adopt. Either way, release it rather than hold budget for nothing.
-        REAPER.watch_call(
-            lookahead,
-            lambda: run.lookahead is lookahead,
-            lambda: self._drop_lookahead(run, "lookahead not used", wait_s=_LOOKAHEAD_WAIT_S) > 0,
-            deadline=time.monotonic() + self.ttl_ms / 2000,
-        )
-
-    def _claim_lookahead(
-        self, run: RunState, action: dict[str, Any], estimate: int
-    ) -> tuple[Lookahead, Allowed] | None:
-        """The run's lookahead reservation if it fits this call; else None (an unfit one is released)."""
-        lookahead = run.take_lookahead()
-        if lookahead is None:
-            return None
-        allowed, outcome = lookahead.claim(_LOOKAHEAD_WAIT_S)
-        if allowed is not None:
-            fits = lookahead.action == action and lookahead.amount >= estimate
-            if fits and lookahead.lease_left_ms(allowed, int(self.ttl_ms)) >= self.ttl_ms / 2:
-                metrics.lookahead.add(1, {"outcome": "adopted"})
-                return lookahead, allowed
-            self._release_lookahead(run, lookahead, allowed, "lookahead did not fit the call")
-            outcome = "unfit"
-        metrics.lookahead.add(1, {"outcome": outcome})
-        return None  # the call reserves for itself
-
-    def _drop_lookahead(self, run: RunState, reason: str, *, wait_s: float) -> int:
-        """Release the run's unused lookahead, waiting up to `wait_s` for one on the wire; the release's ticket or 0."""
-        lookahead = run.take_lookahead()
-        if lookahead is None:
-            return 0
-        allowed, outcome = lookahead.claim(wait_s)
-        metrics.lookahead.add(1, {"outcome": "unused" if allowed is not None else outcome})
-        return self._release_lookahead(run, lookahead, allowed, reason) if allowed is not None else 0
-
-    def _release_lookahead(self, run: RunState, lookahead: Lookahead, allowed: Allowed, reason: str) -> int:
-        reservation_id = allowed.response.reservation_id
-        if reservation_id is None:
-            return 0
-        ticket = self._settlement.release(reservation_id, release_body(lookahead.key, reason))
-        run.note_ticket(ticket)
-        return ticket
 
     def _denial(self, result: Denied, estimate: int, kind: str, name: str) -> BudgetExceeded:
         scope, remaining = limiting_scope(self.client, self._subject)
@@ -543,6 +652,17 @@ class CyclesBudgetCallback(Callback):
         except Exception:  # the partial trace is a nicety; the stop itself must happen
             logger.debug("otel-cycles could not add the stopped span to the agent trace", exc_info=True)
         raise error
+
+    def _clamp_bypassed(self, context: Context) -> None:
+        run = self._run(context)
+        with run.lock:
+            run.clamp_unsupported = True
+        metrics.caps_enforced.add(1, {"cycles.cap": "max_tokens", "outcome": "bypassed", "cycles.shadow": False})
+        logger.warning(
+            "otel-cycles: an LLM request of run %s did not go through any-llm, so its output tokens were not clamped "
+            "(a custom model_type?); later calls of the run that need a clamp are refused",
+            run.run_id,
+        )
 
     def _stamp_outcome(self, span: Span) -> PendingReservation | None:
         """Price the finished call and put its cost on the span; the call's reservation, if it has one."""

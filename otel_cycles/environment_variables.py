@@ -19,6 +19,9 @@ __all__ = [
     "CYCLES_OVERAGE_POLICY",
     "CYCLES_RESERVATION_TTL_MS",
     "CYCLES_SETTLE_TIMEOUT_S",
+    "CYCLES_SHADOW",
+    "CYCLES_SOFT_LANDING",
+    "CYCLES_SOFT_LANDING_FLOOR",
     "CYCLES_UNKNOWN_MODEL_ESTIMATE",
 ]
 
@@ -45,6 +48,15 @@ CYCLES_LOOKAHEAD = "CYCLES_LOOKAHEAD"
 CYCLES_CAPTURE_CONTENT = "CYCLES_CAPTURE_CONTENT"
 """`false` strips prompt and completion content (`gen_ai.input.messages`, `gen_ai.output`, tool args) from exported
 spans (see `otel_cycles.ContentFilterSpanProcessor`). Default: `true`."""
+
+CYCLES_SHADOW = "CYCLES_SHADOW"
+"""`true`: shadow mode. Every call is still decided by the authority and recorded, nothing is stopped or refused.
+Default: `false`."""
+CYCLES_SOFT_LANDING = "CYCLES_SOFT_LANDING"
+"""`true`: an LLM call denied at its full estimate reserves what the budget can still pay and is clamped to the
+output tokens that buys. Default: `false`."""
+CYCLES_SOFT_LANDING_FLOOR = "CYCLES_SOFT_LANDING_FLOOR"
+"""Fewest output tokens a soft landing may clamp a call to; below that the call is denied. Default: `256`."""
 
 
 def env_bool(name: str, default: bool) -> bool:

@@ -8,7 +8,8 @@ AgentCancel (any_agent)
  └── GovernanceStop              the callback stopped the agent before a call; never raised for a finished call
       ├── BudgetExceeded         the authority denied the reservation (budget, debt, overdraft, frozen, closed)
       ├── AuthorityUnavailable   the authority could not be reached and fail-open is off (the default)
-      └── ReservationRejected    the authority refused the request itself (no budget for the scope, bad key, ...)
+      ├── ReservationRejected    the authority refused the request itself (no budget for the scope, bad key, ...)
+      └── ActionNotPermitted     the authority's caps forbid the call (tool not allowed, steps used up, ...)
 ```
 """
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 from any_agent import AgentCancel
 
-__all__ = ["AuthorityUnavailable", "BudgetExceeded", "GovernanceStop", "ReservationRejected"]
+__all__ = ["ActionNotPermitted", "AuthorityUnavailable", "BudgetExceeded", "GovernanceStop", "ReservationRejected"]
 
 DENIAL_REASONS = frozenset(
     {
@@ -119,3 +120,12 @@ class ReservationRejected(GovernanceStop):
     ) -> None:
         super().__init__(message, reason_code=reason_code, action_kind=action_kind, action_name=action_name)
         self.status = status
+
+
+class ActionNotPermitted(GovernanceStop):
+    """The caps of an `ALLOW_WITH_CAPS` decision forbid the call; it was not made and its reservation was released.
+
+    `reason_code` says which cap: `TOOL_NOT_ALLOWED` (tool allowlist/denylist), `MAX_STEPS_REACHED`
+    (`max_steps_remaining` used up), `COOLDOWN_TOO_LONG` (`cooldown_ms` longer than the callback waits) or
+    `MAX_TOKENS_UNENFORCEABLE` (a `max_tokens` cap on a request that cannot be clamped).
+    """

@@ -114,6 +114,33 @@ class EstimatePolicy:
             return self.unknown_model_estimate, "fallback", False
         return amount, "priced", True
 
+    def landing(
+        self, model: pricing.ModelId | None, args: tuple[Any, ...], kwargs: Mapping[str, Any], room: int, floor: int
+    ) -> tuple[int, int] | None:
+        """Soft landing: (amount, output tokens) of the priced call with the most output tokens, fewer than the
+        request asked for and at least `floor`, whose estimate fits in `room`; None if even `floor` does not fit."""
+        if model is None or self.llm_estimate is not None:
+            return None
+        size = size_request(args, kwargs)
+
+        def amount(tokens: int) -> int | None:
+            return pricing.estimate_microcents(model, size.input_tokens, tokens, self.buffer)
+
+        wanted = size.max_output_tokens or self.output_allowance
+        fits = amount(floor)
+        if floor >= wanted or fits is None or fits > room:
+            return None
+        low, high = floor, wanted - 1  # amount(low) fits; find the largest token count that still does
+        while low < high:
+            middle = (low + high + 1) // 2
+            found = amount(middle)
+            if found is not None and found <= room:
+                low = middle
+            else:
+                high = middle - 1
+        landed = amount(low)
+        return (landed, low) if landed is not None else None
+
     def tool(self, tool: str) -> tuple[int, str, int | None]:
         """(amount to reserve, estimate source, flat cost to commit or None for "the reserved amount")."""
         amount, source = _tool_amount(self.tool_estimate, tool)

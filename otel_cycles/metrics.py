@@ -15,6 +15,9 @@ so a misbehaving caller cannot explode the cardinality of a metrics backend.
 | `cycles.usage.rejected` | counter | `{span}` | error.type (`missing`, `invalid`, `unknown_price`) |
 | `cycles.settlement.errors` | counter | `{operation}` | error.type (`queue_full`, `internal`, ...) |
 | `cycles.lookahead` | counter | `{reservation}` | outcome (`adopted`, `unfit`, `not_allowed`, `not_sent`, ...) |
+| `cycles.caps.enforced` | counter | `{call}` | cap (`max_tokens`, `tool`, `cooldown`, `max_steps`), outcome, shadow |
+| `cycles.shadow.denials` | counter | `{call}` | reason code, action kind |
+| `cycles.soft_landing` | counter | `{call}` | outcome (`landed`, `too_small`, `denied`) |
 """
 
 from __future__ import annotations
@@ -78,6 +81,15 @@ settlement_errors = _meter.create_counter(
 )
 lookahead = _meter.create_counter(
     "cycles.lookahead", unit="{reservation}", description="Lookahead reservations by what became of them."
+)
+caps_enforced = _meter.create_counter(
+    "cycles.caps.enforced", unit="{call}", description="Calls bound by the caps of an ALLOW_WITH_CAPS decision."
+)
+shadow_denials = _meter.create_counter(
+    "cycles.shadow.denials", unit="{call}", description="Shadow mode: calls that would have been stopped, by reason."
+)
+soft_landing = _meter.create_counter(
+    "cycles.soft_landing", unit="{call}", description="Denied LLM calls offered a soft landing, by outcome."
 )
 
 
