@@ -1,6 +1,7 @@
-"""HTTP handlers of the admin plane (`/v1/admin/…`): tenants, API keys, budgets and funding.
+"""HTTP handlers of the admin plane (`/v1/admin/…`): tenants, API keys, budgets and funding, policies.
 
-Tenant and key management needs the admin key; budget endpoints also accept a tenant API key, scoped to its tenant.
+Tenant and key management needs the admin key; budget endpoints also accept a tenant API key, scoped to its tenant;
+policy endpoints accept the admin key or a tenant API key holding `policies:read` / `policies:write`.
 """
 
 from __future__ import annotations
@@ -9,9 +10,9 @@ from typing import Any
 from urllib.parse import unquote
 
 from otel_cycles.authority import _validation as v
-from otel_cycles.authority._errors import invalid
+from otel_cycles.authority._errors import CyclesProtocolError, invalid
 from otel_cycles.authority._http_auth import CallerAuth
-from otel_cycles.authority._http_messages import Request, body_object, budget_page, subject_filters
+from otel_cycles.authority._http_messages import Request, body_object, budget_page, int_param, subject_filters
 from otel_cycles.authority._views import ledger_view
 
 __all__ = ["AdminHandlers"]
@@ -30,8 +31,21 @@ def _scope_unit(req: Request) -> tuple[str, str]:
     return scope, unit
 
 
+def _path_policy(req: Request) -> str:
+    policy_id = unquote(req.path.split("/")[4])
+    if not 1 <= len(policy_id) <= 128:
+        raise invalid("policy_id must be 1-128 characters")
+    return policy_id
+
+
+def _granted(permissions: list[str], permission: str) -> bool:
+    # Spec `Permission` wildcards: admin:write satisfies any *:write, admin:read any *:read (never a write).
+    wildcard = "admin:write" if permission.endswith(":write") else "admin:read"
+    return permission in permissions or wildcard in permissions
+
+
 class AdminHandlers(CallerAuth):
-    """Handlers for `/v1/admin/tenants…`, `/v1/admin/api-keys` and `/v1/admin/budgets…`."""
+    """Handlers for `/v1/admin/tenants…`, `/v1/admin/api-keys`, `/v1/admin/budgets…` and `/v1/admin/policies…`."""
 
     def _admin_create_tenant(self, req: Request) -> tuple[int, Any]:
         self._require_admin(req)
@@ -84,3 +98,42 @@ class AdminHandlers(CallerAuth):
         if tenant is None:
             raise invalid("tenant_id query parameter is required when using admin key authentication")
         return 200, budget_page(self.ledger, tenant, subject_filters(req.params), req.params, "ledgers", ledger_view)
+
+    def _policy_caller(self, req: Request, permission: str) -> str | None:
+        """Dual auth for policies: the tenant of an API key holding `permission` (403 otherwise), None for admin."""
+        secret = req.headers.get("x-cycles-api-key")
+        if not secret:
+            self._require_admin(req)
+            return None
+        tenant = self._authed(req)
+        if not _granted(self.ledger.api_key_permissions(secret), permission):
+            raise CyclesProtocolError(403, "INSUFFICIENT_PERMISSIONS", f"API key lacks the {permission} permission")
+        return tenant
+
+    def _admin_create_policy(self, req: Request) -> tuple[int, Any]:
+        tenant = self._policy_caller(req, "policies:write")
+        return 201, self.ledger.create_policy(body_object(req.json()), tenant)
+
+    def _admin_list_policies(self, req: Request) -> tuple[int, Any]:
+        tenant = self._policy_caller(req, "policies:read")
+        params = req.params
+        if tenant is None:  # admin: the tenant_id filter is required (a tenant key's own tenant always wins)
+            tenant = params.get("tenant_id")
+            if not tenant:
+                raise invalid("tenant_id query parameter is required when using admin key authentication")
+        limit = int_param(params, "limit", 50, 1, 200)
+        return 200, self.ledger.list_policies(
+            tenant,
+            status=params.get("status") or None,
+            scope_pattern=params.get("scope_pattern") or None,
+            limit=limit,
+            cursor=params.get("cursor") or None,
+        )
+
+    def _admin_get_policy(self, req: Request) -> tuple[int, Any]:
+        tenant = self._policy_caller(req, "policies:read")
+        return 200, self.ledger.get_policy(_path_policy(req), tenant)
+
+    def _admin_patch_policy(self, req: Request) -> tuple[int, Any]:
+        tenant = self._policy_caller(req, "policies:write")
+        return 200, self.ledger.update_policy(_path_policy(req), body_object(req.json()), tenant)

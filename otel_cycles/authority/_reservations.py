@@ -27,6 +27,7 @@ from otel_cycles.authority._budgets import (
 from otel_cycles.authority._errors import CyclesProtocolError
 from otel_cycles.authority._idempotency import refresh_remaining_ttl, remember, replay
 from otel_cycles.authority._model import DUMPS, dumps_or_none
+from otel_cycles.authority._policy_store import decision_caps
 from otel_cycles.authority._sql import Queries
 from otel_cycles.authority._store import LedgerStore
 from otel_cycles.authority._tenants import require_open_tenant, tenant_closed
@@ -89,14 +90,19 @@ class ReservationsMixin(LedgerStore):
                     if dry_run:
                         return deny_body(scopes, reason)
                     raise CyclesProtocolError(409, reason, f"{DENY_MESSAGES[reason]} at scope {b.scope}")
+            # Caps only ever accompany an allow: every DENY and 409 above returned before this point.
+            caps = decision_caps(conn, tenant, scope_path, now)
             if dry_run:
-                return {
-                    "decision": "ALLOW",
-                    "affected_scopes": scopes,
-                    "scope_path": scope_path,
-                    "reserved": {"unit": unit, "amount": amount},
-                    "balances": [b.balance() for b in budgeted],
-                }
+                return _with_caps(
+                    {
+                        "decision": "ALLOW",
+                        "affected_scopes": scopes,
+                        "scope_path": scope_path,
+                        "reserved": {"unit": unit, "amount": amount},
+                        "balances": [b.balance() for b in budgeted],
+                    },
+                    caps,
+                )
             ttl = req["ttl_ms"] or (policy_row and policy_row[2]) or DEFAULT_TTL_MS
             ttl = min(ttl, (policy_row and policy_row[3]) or MAX_TTL_MS)
             grace = req["grace_period_ms"]
@@ -136,16 +142,19 @@ class ReservationsMixin(LedgerStore):
                     max_ext,
                 ),
             )
-            body = {
-                "decision": "ALLOW",
-                "reservation_id": rid,
-                "affected_scopes": scopes,
-                "expires_at_ms": expires,
-                "remaining_ttl_ms": ttl,
-                "scope_path": scope_path,
-                "reserved": {"unit": unit, "amount": amount},
-                "balances": [b.balance() for b in budgeted],
-            }
+            body = _with_caps(
+                {
+                    "decision": "ALLOW",
+                    "reservation_id": rid,
+                    "affected_scopes": scopes,
+                    "expires_at_ms": expires,
+                    "remaining_ttl_ms": ttl,
+                    "scope_path": scope_path,
+                    "reserved": {"unit": unit, "amount": amount},
+                    "balances": [b.balance() for b in budgeted],
+                },
+                caps,
+            )
             remember(conn, tenant, "reserve", key, digest, body, self.clock())
             return body
 
@@ -170,6 +179,8 @@ class ReservationsMixin(LedgerStore):
                     if reason is not None:
                         body = deny_body(scopes, reason, decide=True)
                         break
+            if body["decision"] == "ALLOW":
+                body = _with_caps(body, decision_caps(conn, tenant, scopes[-1], self.clock()))
             remember(conn, tenant, "decide", key, digest, body, self.clock())
             return body
 
@@ -287,6 +298,14 @@ class ReservationsMixin(LedgerStore):
         if row[2] == "EXPIRED":
             raise CyclesProtocolError(410, "RESERVATION_EXPIRED", "Reservation has expired")
         return reservation_view(row, metadata=True, committed_metadata=True)
+
+
+def _with_caps(body: dict[str, Any], caps: dict[str, Any] | None) -> dict[str, Any]:
+    """Turn an ALLOW body into ALLOW_WITH_CAPS carrying `caps`; without caps it stays a plain ALLOW (no key)."""
+    if caps is not None:
+        body["decision"] = "ALLOW_WITH_CAPS"
+        body["caps"] = caps
+    return body
 
 
 def _load_reservation(conn: sqlite3.Connection, rid: str, tenant: str | None) -> tuple[Any, ...]:

@@ -13,6 +13,10 @@ _RESERVATION_COLUMNS = (
     "budgeted_json, created_at_ms, expires_at_ms, grace_ms, idempotency_key, overage_policy, metadata_json, "
     "extension_count, max_extensions, charged, committed_metadata_json, finalized_at_ms"
 )
+_POLICY_COLUMNS = (
+    "policy_id, tenant_id, name, description, scope_pattern, priority, caps_json, status, effective_from_ms, "
+    "effective_until_ms, created_at_ms, updated_at_ms"
+)
 
 
 class Queries:
@@ -110,6 +114,21 @@ class Queries:
         metadata_json TEXT,
         created_at_ms INTEGER NOT NULL
     );
+    CREATE TABLE IF NOT EXISTS policies (
+        policy_id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        description TEXT,
+        scope_pattern TEXT NOT NULL,
+        priority INTEGER NOT NULL,
+        caps_json TEXT,
+        status TEXT NOT NULL,
+        effective_from_ms INTEGER,
+        effective_until_ms INTEGER,
+        created_at_ms INTEGER NOT NULL,
+        updated_at_ms INTEGER NOT NULL,
+        UNIQUE (tenant_id, name)
+    );
     """
 
     # -- idempotency
@@ -150,6 +169,7 @@ class Queries:
         "created_at_ms, expires_at_ms) VALUES (?, ?, ?, ?, ?, ?, 'ACTIVE', ?, ?)"
     )
     SELECT_API_KEY = "SELECT tenant_id, status, expires_at_ms FROM api_keys WHERE key_hash = ?"
+    SELECT_API_KEY_PERMISSIONS = "SELECT permissions_json FROM api_keys WHERE key_hash = ?"
 
     # -- budgets
     SELECT_BUDGET = f"SELECT {_BUDGET_COLUMNS} FROM budgets WHERE scope = ? AND unit = ?"
@@ -206,4 +226,18 @@ class Queries:
     INSERT_EVENT = (
         "INSERT INTO events (event_id, tenant_id, subject_json, action_json, unit, actual, charged, scope_path, "
         "idempotency_key, metadata_json, created_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    )
+
+    # -- policies (the UNIQUE (tenant_id, name) index also serves the per-tenant lookups)
+    SELECT_POLICY = f"SELECT {_POLICY_COLUMNS} FROM policies WHERE policy_id = ?"
+    SELECT_POLICY_BY_NAME = "SELECT policy_id FROM policies WHERE tenant_id = ? AND name = ?"
+    SELECT_TENANT_POLICIES = f"SELECT {_POLICY_COLUMNS} FROM policies WHERE tenant_id = ?"
+    SELECT_EVALUATED_POLICIES = (
+        "SELECT policy_id, scope_pattern, priority, caps_json, effective_from_ms, effective_until_ms, created_at_ms "
+        "FROM policies WHERE tenant_id = ? AND status = 'ACTIVE' AND caps_json IS NOT NULL"
+    )
+    INSERT_POLICY = f"INSERT INTO policies ({_POLICY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, 'ACTIVE', ?, ?, ?, ?)"
+    UPDATE_POLICY = (
+        "UPDATE policies SET name = ?, description = ?, priority = ?, caps_json = ?, status = ?, "
+        "effective_from_ms = ?, effective_until_ms = ?, updated_at_ms = ? WHERE policy_id = ?"
     )

@@ -1,0 +1,281 @@
+"""Policies as pure rules: scope patterns, `Caps` validation, request-body validation, and which policy's caps apply.
+
+No SQL and no clock here (`_policy_store` persists policies and calls `winning_caps` inside a reservation's
+transaction), so every rule is unit-testable on plain values.
+
+Scope patterns (`cycles-governance-admin-v0.1.25.yaml`, createPolicy "SCOPE PATTERNS"), matched against the
+canonical (lowercased) scope path of the subject's deepest derived scope:
+
+* `tenant:acme/workspace:eng` — exactly that scope.
+* `tenant:acme/*` — every scope strictly below `tenant:acme` ("all descendant scopes"; not `tenant:acme` itself).
+* `agent:*` — any scope whose last segment is an agent; `level:*` matches any value at that level. A pattern not
+  anchored at `tenant:` floats: it is matched against the scope's tail (`agent:*` is `*/agent:*`).
+* `*/agent:summarizer` — that agent under any ancestors; `*` alone matches every scope.
+
+Segments follow the canonical level order (tenant, workspace, app, workflow, agent, toolset); `*` is only a whole
+leading or trailing segment or a whole value. A policy only ever applies to its own tenant's scopes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from otel_cycles.authority._errors import CyclesProtocolError, invalid
+from otel_cycles.authority._validation import SUBJECT_LEVELS, reject_unknown
+
+__all__ = [
+    "POLICY_STATUSES",
+    "EvaluatedPolicy",
+    "check_window",
+    "emitted_caps",
+    "parse_caps",
+    "parse_pattern",
+    "parse_policy_create",
+    "parse_policy_update",
+    "pattern_matches",
+    "winning_caps",
+]
+
+POLICY_STATUSES = ("ACTIVE", "DISABLED")
+_VALUE_RE = re.compile(r"^[a-z0-9_.-]{1,128}$")
+_INT64_MAX = 9_223_372_036_854_775_807
+_CAP_INTS = ("max_tokens", "max_steps_remaining", "cooldown_ms")
+_CAP_LISTS = ("tool_allowlist", "tool_denylist")
+_CREATE_FIELDS = frozenset(
+    {
+        "tenant_id",
+        "name",
+        "description",
+        "scope_pattern",
+        "priority",
+        "caps",
+        "commit_overage_policy",
+        "reservation_ttl_override",
+        "rate_limits",
+        "effective_from",
+        "effective_until",
+    }
+)
+_UPDATE_FIELDS = frozenset(
+    {
+        "name",
+        "description",
+        "priority",
+        "caps",
+        "commit_overage_policy",
+        "reservation_ttl_override",
+        "rate_limits",
+        "effective_from",
+        "effective_until",
+        "status",
+    }
+)
+# Spec fields the embedded authority does not enforce: rejected rather than stored and silently ignored.
+_UNSUPPORTED = ("commit_overage_policy", "reservation_ttl_override", "rate_limits")
+
+
+def parse_pattern(value: Any, owner: str) -> str:
+    """Validate a `scope_pattern` for tenant `owner`'s policy and return it canonical (values lowercased).
+
+    Raises:
+        CyclesProtocolError: 400 for a malformed pattern, 403 when it is anchored at another tenant.
+    """
+    if not isinstance(value, str) or not value:
+        raise invalid("scope_pattern must be a non-empty string")
+    if value == "*":
+        return value
+    parts = value.split("/")
+    lead = parts[0] == "*"
+    trail = len(parts) > 1 and parts[-1] == "*"
+    body = parts[int(lead) : len(parts) - int(trail)]
+    if not body:
+        raise invalid("scope_pattern must name at least one level:value segment besides '*'")
+    out: list[str] = []
+    last = -1
+    for part in body:
+        level, sep, raw = part.partition(":")
+        val = raw.lower()
+        if not sep or level not in SUBJECT_LEVELS or not (val == "*" or _VALUE_RE.match(val)):
+            raise invalid(
+                f"scope_pattern segment {part!r} must be level:value or level:* "
+                f"(levels {', '.join(SUBJECT_LEVELS)}), or a leading/trailing '*'"
+            )
+        index = SUBJECT_LEVELS.index(level)
+        if index <= last:
+            raise invalid("scope_pattern levels must follow tenant/workspace/app/workflow/agent/toolset order")
+        last = index
+        out.append(f"{level}:{val}")
+    if out[0].startswith("tenant:"):
+        if lead:
+            raise invalid("scope_pattern cannot have '*' before the tenant segment")
+        if out[0] not in ("tenant:*", f"tenant:{owner}"):
+            raise CyclesProtocolError(403, "FORBIDDEN", "scope_pattern names another tenant")
+    return "/".join((["*"] if lead else []) + out + (["*"] if trail else []))
+
+
+def pattern_matches(pattern: str, scope: str) -> bool:
+    """Return whether canonical `pattern` (from `parse_pattern`) matches canonical scope path `scope`."""
+    if pattern == "*":
+        return True
+    parts = pattern.split("/")
+    trail = parts[-1] == "*" and len(parts) > 1
+    if trail:
+        parts = parts[:-1]
+    if parts[0] == "*":
+        parts = parts[1:]
+    segments = scope.split("/")
+    if parts[0].startswith("tenant:"):
+        start = 0
+    else:  # floating: the first pattern level fixes where the run starts (levels are strictly ordered)
+        level = parts[0].partition(":")[0]
+        start = next((i for i, seg in enumerate(segments) if seg.partition(":")[0] == level), -1)
+        if start < 1:
+            return False
+    end = start + len(parts)
+    if end > len(segments) or (end < len(segments)) != trail:
+        return False
+    for want, seg in zip(parts, segments[start:end], strict=True):
+        want_level, _, want_value = want.partition(":")
+        level, _, value = seg.partition(":")
+        if level != want_level or (want_value != "*" and want_value != value):
+            return False
+    return True
+
+
+def parse_caps(value: Any) -> dict[str, Any]:
+    """Validate a `Caps` object (`additionalProperties: false`, non-negative integers, tool-name lists)."""
+    if not isinstance(value, dict):
+        raise invalid("caps must be a JSON object")
+    reject_unknown(value, frozenset(_CAP_INTS + _CAP_LISTS))
+    out: dict[str, Any] = {}
+    for name in _CAP_INTS:
+        if name in value:
+            n = value[name]
+            if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= _INT64_MAX:
+                raise invalid(f"caps.{name} must be a non-negative integer")
+            out[name] = n
+    for name in _CAP_LISTS:
+        if name in value:
+            tools = value[name]
+            if not isinstance(tools, list) or not all(isinstance(t, str) and len(t) <= 256 for t in tools):
+                raise invalid(f"caps.{name} must be an array of strings of at most 256 characters")
+            out[name] = list(tools)
+    return out
+
+
+def emitted_caps(caps: dict[str, Any]) -> dict[str, Any] | None:
+    """The `caps` a decision carries for a policy's stored caps; None when nothing constrains (plain ALLOW).
+
+    Empty tool lists are dropped: the spec reads an empty list as "no restriction", while runcycles'
+    `Caps.is_tool_allowed` reads an empty allowlist as "no tool allowed".
+    """
+    out = {k: v for k, v in caps.items() if not (k in _CAP_LISTS and not v)}
+    return out or None
+
+
+def _name(value: Any) -> str:
+    if not isinstance(value, str) or not 1 <= len(value) <= 256:
+        raise invalid("name must be a string of 1-256 characters")
+    return value
+
+
+def _timestamp(value: Any, field: str) -> int:
+    if not isinstance(value, str):
+        raise invalid(f"{field} must be an RFC 3339 date-time string")
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise invalid(f"{field} must be an RFC 3339 date-time") from None
+    if parsed.tzinfo is None:
+        raise invalid(f"{field} must carry a time-zone offset (e.g. Z)")
+    return int(parsed.timestamp() * 1000)
+
+
+def _fields(body: dict[str, Any]) -> dict[str, Any]:
+    """Validate the fields create and update share; returns them normalized (timestamps in epoch ms)."""
+    for field in _UNSUPPORTED:
+        if field in body:
+            raise invalid(f"{field} is not supported by the embedded authority (policies carry caps only)")
+    out: dict[str, Any] = {}
+    if "name" in body:
+        out["name"] = _name(body["name"])
+    if "description" in body:
+        desc = body["description"]
+        if not isinstance(desc, str) or len(desc) > 1024:
+            raise invalid("description must be a string of at most 1024 characters")
+        out["description"] = desc
+    if "priority" in body:
+        priority = body["priority"]
+        if not isinstance(priority, int) or isinstance(priority, bool) or not 0 <= priority <= _INT64_MAX:
+            raise invalid("priority must be a non-negative integer")
+        out["priority"] = priority
+    if "caps" in body:
+        out["caps"] = parse_caps(body["caps"])
+    for field in ("effective_from", "effective_until"):
+        if field in body:
+            out[field] = _timestamp(body[field], field)
+    return out
+
+
+def parse_policy_create(body: dict[str, Any]) -> dict[str, Any]:
+    """Validate a `PolicyCreateRequest` (all but the pattern, which needs the owning tenant: see `parse_pattern`)."""
+    reject_unknown(body, _CREATE_FIELDS)
+    for field in ("name", "scope_pattern"):
+        if field not in body:
+            raise invalid(f"{field} is required")
+    out = _fields(body)
+    out.setdefault("priority", 0)
+    check_window(out.get("effective_from"), out.get("effective_until"))
+    return out
+
+
+def parse_policy_update(body: dict[str, Any]) -> dict[str, Any]:
+    """Validate an updatePolicy body (the window is re-checked against the stored policy by the caller)."""
+    reject_unknown(body, _UPDATE_FIELDS)
+    out = _fields(body)
+    if "status" in body:
+        if body["status"] not in POLICY_STATUSES:
+            raise invalid(f"status must be one of {', '.join(POLICY_STATUSES)}")
+        out["status"] = body["status"]
+    return out
+
+
+def check_window(effective_from: int | None, effective_until: int | None) -> None:
+    """Reject an effective window that ends before (or when) it starts."""
+    if effective_from is not None and effective_until is not None and effective_until <= effective_from:
+        raise invalid("effective_until must be after effective_from")
+
+
+@dataclass(frozen=True)
+class EvaluatedPolicy:
+    """What evaluation needs of one ACTIVE policy that defines caps."""
+
+    policy_id: str
+    scope_pattern: str
+    priority: int
+    caps: dict[str, Any]
+    effective_from: int | None
+    effective_until: int | None
+    created_at: int
+
+
+def winning_caps(policies: Iterable[EvaluatedPolicy], scope: str, now: int) -> dict[str, Any] | None:
+    """The caps a decision for `scope` at `now` carries, or None for a plain ALLOW.
+
+    Among the policies in effect (`effective_from <= now < effective_until`) whose pattern matches `scope`, the
+    highest `priority` wins; ties go to the oldest policy, then the smaller id, so adding a policy at an equal
+    priority never silently overrides an existing one. The winner's caps apply whole (no merging).
+    """
+    ranked = sorted(policies, key=lambda p: (-p.priority, p.created_at, p.policy_id))
+    for policy in ranked:
+        if policy.effective_from is not None and now < policy.effective_from:
+            continue
+        if policy.effective_until is not None and now >= policy.effective_until:
+            continue
+        if pattern_matches(policy.scope_pattern, scope):
+            return emitted_caps(policy.caps)
+    return None
