@@ -157,6 +157,15 @@ class ServedRequest:
         return messages
 
     @property
+    def max_output_tokens(self) -> int | None:
+        """The request's output-token bound: `max_completion_tokens`, else `max_tokens`; None if it sets neither."""
+        for key in ("max_completion_tokens", "max_tokens"):
+            value = self.body.get(key)
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+        return None
+
+    @property
     def tool_names(self) -> list[str]:
         """Names of the tools offered in the request."""
         return _offered_tools(self.body)
