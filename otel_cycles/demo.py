@@ -99,6 +99,11 @@ def add_demo_command(subparsers: Any) -> None:
     demo.add_argument("--db", metavar="PATH", help="keep the SQLite ledger in PATH (must not exist yet)")
     demo.add_argument("--keep-db", action="store_true", help=f"keep the ledger in ./{KEPT_DB}")
     demo.add_argument("--json", action="store_true", help="end with one JSON line: the summary and the balances")
+    demo.add_argument(
+        "--soft-landing",
+        action="store_true",
+        help="when an LLM call no longer fits, reserve what is left and clamp its output tokens instead of stopping",
+    )
     demo.set_defaults(handler=_cmd_demo)
 
 
@@ -118,7 +123,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             console.print(f"[red]error:[/] --model {args.model}: {need} (or leave --model out for the scripted model)")
             return 2
     summary = run_demo(
-        console, framework=args.framework, budget=args.budget, otlp=args.otlp, model=args.model, db_path=db
+        console,
+        framework=args.framework,
+        budget=args.budget,
+        otlp=args.otlp,
+        model=args.model,
+        db_path=db,
+        soft_landing=args.soft_landing,
     )
     if args.json:
         print(json.dumps(summary), flush=True)
@@ -133,6 +144,7 @@ def run_demo(
     otlp: str | None = None,
     model: str | None = None,
     db_path: str | None = None,
+    soft_landing: bool = False,
 ) -> dict[str, Any]:
     """Run the demo, printing to the rich `console`; return its summary (what it printed, as plain data).
 
@@ -143,6 +155,7 @@ def run_demo(
         otlp: OTLP/HTTP endpoint to export traces and metrics to, if any.
         model: `provider:model` of a real model; None serves `openai:gpt-4o` from the scripted model.
         db_path: SQLite file to keep the ledger in; None keeps it in memory.
+        soft_landing: Let the budget callback soft-land LLM calls that no longer fit (`soft_landing=True`).
     """
     if model is None:
         os.environ.setdefault("OPENAI_AGENTS_DISABLE_TRACING", "1")  # the OpenAI Agents SDK would upload traces
@@ -195,7 +208,12 @@ def run_demo(
         client = CyclesClient(CyclesConfig(base_url=authority.base_url, api_key=api_key, journal_enabled=False))
         progress = ProgressPrinter(console, scopes[-1][0], budget)
         callback = CyclesBudgetCallback(
-            client=client, tenant=TENANT, workflow=WORKFLOW, agent=AGENT, tool_estimate=TOOL_COSTS
+            client=client,
+            tenant=TENANT,
+            workflow=WORKFLOW,
+            agent=AGENT,
+            tool_estimate=TOOL_COSTS,
+            soft_landing=soft_landing,
         )
         agent = AnyAgent.create(
             framework,
@@ -221,8 +239,8 @@ def run_demo(
             console.print(f"[dim]answer: {trace.final_output}[/]")
         if db_path:
             console.print(f"ledger kept in {db_path}: `otel-cycles authority serve --db {db_path}` serves it again")
-        agent_left = next(b.remaining for b in final if b.scope_path == scopes[-1][0])
-        console.print(f"[bold]{AGENT} has {money(agent_left)} left.[/]")
+        agent_left, agent_spent = next((b.remaining, b.spent) for b in final if b.scope_path == scopes[-1][0])
+        console.print(f"[bold]{AGENT} has {money(agent_left)} left[/] (used {agent_spent / budget:.0%} of its budget).")
         return {
             "stopped": stop is not None,
             "reason_code": stop.reason_code if stop else None,
@@ -230,6 +248,7 @@ def run_demo(
             "action": f"{stop.action_kind} {stop.action_name}" if stop else None,
             "remaining_printed": progress.remaining,
             "committed": sum(row.committed or 0 for row in rows),
+            "budget_used": agent_spent / budget,
             "calls": [asdict(row) for row in rows],
             "balances": [asdict(b) for b in final],
         }

@@ -34,6 +34,9 @@ class Support:
     duplicate_requests: bool
     """Under `agent.run()` model requests are sent twice and only one is in the span usage."""
     limits: tuple[str, ...]
+    caps: str = "clamp"
+    """`clamp`: a `max_tokens` cap (or a soft landing) bounds the request's output tokens (`otel_cycles._clamp`);
+    `refuse`: calls that would need a clamp are refused."""
 
 
 ANY_AGENT = "1.18.0"
@@ -119,16 +122,18 @@ def render() -> str:
     """The README section between the markers (markers excluded)."""
     lines = [
         f"Tested offline with any-agent {ANY_AGENT} (`tests/frameworks/`; generated from",
-        "`tests/frameworks/support_matrix.py`, do not edit by hand).",
+        "`tests/frameworks/support_matrix.py`, do not edit by hand). `caps`: `clamp` = a `max_tokens` cap or a soft",
+        "landing bounds the output tokens the model request asks for; `refuse` = such calls are refused.",
         "",
-        "| framework | version tested | token usage | parallel tool calls | 2nd run, same agent | known limits |",
-        "|---|---|---|---|---|---|",
+        "| framework | version tested | token usage | parallel tool calls | 2nd run, same agent | caps "
+        "| known limits |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in MATRIX:
         limits = "; ".join(row.limits) or "none"
         lines.append(
             f"| {row.framework} | {row.package} {row.version} | {row.usage} | {row.parallel_tools} | "
-            f"{'yes' if row.second_run else 'no'} | {limits} |"
+            f"{'yes' if row.second_run else 'no'} | {row.caps} | {limits} |"
         )
     return "\n".join(lines)
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from any_agent import AgentConfig, AgentRunError, AnyAgent
 
-from otel_cycles import BudgetExceeded, CyclesBudgetCallback, llama_index_model_type
+from otel_cycles import ActionNotPermitted, BudgetExceeded, CyclesBudgetCallback, llama_index_model_type
 from otel_cycles.testing import ScriptedModel
 from tests.conftest import Tenant
 from tests.frameworks import support_matrix
@@ -25,6 +25,7 @@ FRAMEWORKS = [row.framework for row in MATRIX]
 PROMPT = "Research how budget governance for AI agents works."
 TOOL_COST = 100_000  # DEFAULT_TOOL_ESTIMATE
 TOOL_SECONDS = {"value": 0.0}  # raised by the parallel test so concurrent tool calls really overlap
+TOOL_RUNS = {"search_web": 0}  # counted inside the tool body
 
 
 def search_web(query: str) -> str:
@@ -37,6 +38,7 @@ def search_web(query: str) -> str:
         The search results.
     """
     time.sleep(TOOL_SECONDS["value"])
+    TOOL_RUNS["search_web"] += 1
     return f"search_web results: 3 pages about {query}."
 
 
@@ -302,4 +304,64 @@ def test_smolagents_streaming_is_a_known_ungoverned_limit(tenant: Tenant, spans)
     kinds = [s.attributes["cycles.action.kind"] for s in governed(spans)]
     assert "llm.completion" not in kinds and "tool.execution" in kinds
     assert sum("not budget-governed" in r.getMessage() for r in records) == 1
+    assert_nothing_held(tenant)
+
+
+# -- caps and soft landing ------------------------------------------------------------------------------------------
+
+
+def test_caps_max_tokens_bounds_every_request(framework: str, tenant: Tenant, spans) -> None:
+    assert BY_NAME[framework].caps == "clamp"  # every framework, through any-llm (otel_cycles._clamp)
+    tenant.budget("", 100_000_000)
+    tenant.authority.create_policy(tenant.id, f"tenant:{tenant.id}/*", {"max_tokens": 77})
+    with ScriptedModel(tool_rounds=1) as model:
+        make_agent(framework, model, callback_for(tenant)).run(PROMPT)
+        bounds = [r.max_output_tokens for r in model.requests]
+    assert len(bounds) >= 2 and set(bounds) == {77}
+    llm = [s for s in governed(spans) if s.attributes["cycles.action.kind"] == "llm.completion"]
+    assert {s.attributes["cycles.clamp.max_tokens"] for s in llm} == {77}
+    assert tenant.spent() == sum(independently_priced(s) for s in governed(spans))
+    assert_nothing_held(tenant)
+
+
+def test_a_denylisted_tool_never_runs(framework: str, tenant: Tenant, spans) -> None:
+    row = BY_NAME[framework]
+    tenant.budget("", 100_000_000)
+    tenant.authority.create_policy(tenant.id, f"tenant:{tenant.id}/*", {"tool_denylist": ["search_web"]})
+    TOOL_RUNS["search_web"] = 0
+    with ScriptedModel(tool_rounds=1) as model:
+        with pytest.raises(ActionNotPermitted) as raised:
+            make_agent(framework, model, callback_for(tenant)).run(PROMPT)
+        assert model.request_count == 1  # frameworks that swallow the refusal are stopped at their next LLM call
+    assert TOOL_RUNS["search_web"] == 0
+    assert raised.value.reason_code == "TOOL_NOT_ALLOWED"
+    denied = [s.name.split()[0] for s in any_agent_spans(spans) if s.attributes.get("cycles.decision") == "DENY"]
+    assert denied == (["execute_tool", "call_llm"] if row.swallows_tool_denial else ["execute_tool"])
+    tools = [r for r in tenant.authority.reservations(tenant.id) if r["action"]["name"] == "search_web"]
+    assert [r["status"] for r in tools] == ["RELEASED"]
+    assert_nothing_held(tenant)
+
+
+def test_soft_landing_clamps_the_call_the_budget_can_still_pay(framework: str, tenant: Tenant, spans) -> None:
+    # 100,000 output tokens of gpt-4o cost $1: every call is denied at that estimate and lands on what is left.
+    tenant.budget("", 2_000_000)
+    callback = callback_for(tenant, soft_landing=True, output_allowance=100_000)
+    # Unknown usage commits the whole (landed) reservation, which would stop llama_index's default model type at
+    # its tool call: use the usage-keeping one.
+    exact = {"model_type": llama_index_model_type()} if BY_NAME[framework].usage == "estimated" else {}
+    with ScriptedModel(tool_rounds=1) as model:
+        make_agent(framework, model, callback, **exact).run(PROMPT)
+        bounds = [r.max_output_tokens for r in model.requests]
+    llm = [s for s in governed(spans) if s.attributes["cycles.action.kind"] == "llm.completion"]
+    assert len(llm) == 2 and all(s.attributes["cycles.soft_landing"] is True for s in llm)
+    clamps = [s.attributes["cycles.clamp.max_tokens"] for s in llm]
+    assert set(bounds) == set(clamps) and all(256 <= c < 100_000 for c in clamps)
+    for span, clamp in zip(llm, clamps, strict=True):
+        # The landed reservation buys at least the clamp's output tokens at genai-prices' rate (+20 % buffer).
+        output_only = priced_microcents(
+            {"cycles.action.kind": "llm.completion", "gen_ai.usage.cost.source": "local",
+             "gen_ai.usage.input_tokens": 0, "gen_ai.usage.output_tokens": clamp}
+        )  # fmt: skip
+        assert output_only * 1.2 <= span.attributes["cycles.estimate.amount"] <= 2_000_000
+    assert tenant.spent() == sum(independently_priced(s) for s in governed(spans)) <= 2_000_000
     assert_nothing_held(tenant)
