@@ -87,6 +87,8 @@ class RunState:
     """Governed calls the caps allow this run in all (`_caps.step_limit`); None: no limit."""
     last_start: float | None = None
     """`time.monotonic()` when the run's latest governed call went ahead (caps `cooldown_ms`)."""
+    unreserved: bool = False
+    """A call of this run went ahead without a reservation (fail-open, shadow denial): its spend is an event."""
     clamp_unsupported: bool = False
     """A clamped request of this run bypassed the clamp (`_clamp`): calls that need one are refused."""
     lock: threading.Lock = field(default_factory=threading.Lock)

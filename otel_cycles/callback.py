@@ -302,8 +302,12 @@ class CyclesBudgetCallback(Callback):
         self._lookaheads.drop(run, "run ended", wait_s=self.settle_timeout_s)
         if self.settle_timeout_s > 0:
             with run.lock:
-                ticket = run.last_ticket
-            if ticket and not self._settlement.wait(ticket, self.settle_timeout_s):
+                ticket, unreserved = run.last_ticket, run.unreserved
+            if unreserved:  # events (the spend of unreserved calls) go through runcycles' engine; a flush waits
+                done = self._settlement.flush(self.settle_timeout_s)
+            else:
+                done = not ticket or self._settlement.wait(ticket, self.settle_timeout_s)
+            if not done:
                 logger.warning(
                     "otel-cycles: settlements of run %s still pending after %ss", run.run_id, self.settle_timeout_s
                 )
@@ -583,6 +587,8 @@ class CyclesBudgetCallback(Callback):
             pending.unreserved = "shadow_denied"
             metrics.shadow_denials.add(1, {"cycles.reason_code": reason, "cycles.action.kind": kind})
         self._count_step(pending.run, None)
+        with pending.run.lock:
+            pending.run.unreserved = True
         span.set_attributes(span_attributes)
         key = span_key(span)
         if key is not None:

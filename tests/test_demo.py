@@ -60,6 +60,26 @@ def test_demo_stops_at_the_budget_and_prints_the_ledger(tmp_path: Path) -> None:
     assert f"researcher has {agent_remaining:,} µ¢" in printed
     progress = [line for line in printed.splitlines() if line.lstrip().startswith(("1 ", "2 ", "3 ", "4 ", "5 ", "6 "))]
     assert progress and progress[-1].rstrip().endswith(f"{agent_remaining:,} µ¢ (${agent_remaining / 1e8:.8f})")
+    assert summary["budget_used"] == ledger[AGENT_SCOPE]["spent"]["amount"] / 2_000_000 < 0.5  # a hard stop
+
+
+@pytest.mark.parametrize("framework", ["tinyagent", "openai", "langchain"])
+def test_soft_landing_uses_most_of_the_budget(tmp_path: Path, framework: str) -> None:
+    db = tmp_path / "demo.db"
+    printed, summary = run_demo("--soft-landing", "--framework", framework, "--db", str(db), cwd=tmp_path)
+    assert summary["stopped"] is True
+    with LocalAuthority(str(db)) as authority:  # the ledger the demo kept, read independently
+        ledger = {b["scope_path"]: b for b in authority.balances("demo")}
+        assert authority.reservations("demo", status="ACTIVE") == []
+        assert authority.check_invariants() == []
+    for balance in ledger.values():
+        assert balance["spent"]["amount"] <= balance["allocated"]["amount"]
+        assert balance.get("debt", {"amount": 0})["amount"] == 0 and not balance.get("is_over_limit", False)
+    used = ledger[AGENT_SCOPE]["spent"]["amount"] / ledger[AGENT_SCOPE]["allocated"]["amount"]
+    assert summary["budget_used"] == used >= 0.85
+    assert f"used {used:.0%} of its budget" in printed
+    landed = [c for c in summary["calls"] if c["kind"] == "llm.completion" and c["committed"] is not None]
+    assert summary["committed"] == ledger[AGENT_SCOPE]["spent"]["amount"] and len(landed) > 3
 
 
 def test_demo_exports_over_otlp_and_leaves_nothing_behind(tmp_path: Path) -> None:
