@@ -14,20 +14,40 @@ Pure rules over the parsed protocol response (`runcycles.Caps`), so they work th
 - `cooldown_ms`: the call starts no earlier than `cooldown_ms` after the run's previous governed call started. The
   hook waits for that (it is synchronous, so it blocks the agent), up to a bound; a longer cooldown refuses the call.
 
-`judge` turns a call's caps into a `Verdict`; the callback carries it out (or, in shadow mode, only records it).
+`judge` turns a call's caps into a `Verdict`; `review` adds what the run's state and the callback's settings make of
+it (a clamp the run cannot apply, a soft landing's bound) and the span attributes and metrics; the callback carries it
+out (or, in shadow mode, only records it). `steps_refusal` and `count_step` keep the run's step count.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from runcycles import Caps
 
 from otel_cycles import attributes as attr
+from otel_cycles import metrics
+from otel_cycles._registry import RunState
+from otel_cycles.errors import ActionNotPermitted
 
-__all__ = ["Verdict", "caps_attributes", "judge", "step_limit", "tool_allowed"]
+__all__ = [
+    "Review",
+    "Verdict",
+    "caps_attributes",
+    "clamp_bypassed",
+    "count_step",
+    "judge",
+    "review",
+    "step_limit",
+    "steps_refusal",
+    "tool_allowed",
+]
+
+logger = logging.getLogger(__name__)
 
 TOOL_NOT_ALLOWED = "TOOL_NOT_ALLOWED"
 MAX_STEPS_REACHED = "MAX_STEPS_REACHED"
@@ -110,3 +130,88 @@ def judge(
     if caps.max_steps_remaining is not None:
         enforced.append("max_steps")
     return Verdict(clamp=clamp, wait_s=wait_s, enforced=tuple(enforced))
+
+
+@dataclass(frozen=True)
+class Review:
+    """What the callback does with an allowed call under its caps."""
+
+    refusal: ActionNotPermitted | None = None
+    clamp: int | None = None
+    """Output-token bound for the request (the caps' `max_tokens` or a soft landing's, whichever is lower)."""
+    wait_s: float = 0.0
+    attributes: dict[str, Any] = field(default_factory=dict)
+    """The `cycles.caps.*` span attributes."""
+
+
+def review(
+    run: RunState,
+    caps: Caps | None,
+    *,
+    is_tool: bool,
+    kind: str,
+    name: str,
+    landed: int | None,
+    max_wait_s: float,
+    shadow: bool,
+) -> Review:
+    """Review an allowed call: its caps' verdict, a soft landing's bound (`landed`), the run's clamp support."""
+    with run.lock:
+        since = None if run.last_start is None else time.monotonic() - run.last_start
+        clamp_unsupported = run.clamp_unsupported
+    verdict = judge(caps, is_tool=is_tool, name=name, since_last_start_s=since, max_wait_s=max_wait_s) if caps else None
+    verdict = verdict or Verdict()
+    clamp = min((t for t in (verdict.clamp, landed) if t is not None), default=None)
+    attributes = caps_attributes(caps) if caps is not None else {}
+    if verdict.enforced:
+        attributes[attr.CYCLES_CAPS_ENFORCED] = list(verdict.enforced)
+    refusal = None
+    if verdict.refusal is not None:
+        refusal = ActionNotPermitted(verdict.message, reason_code=verdict.refusal, action_kind=kind, action_name=name)
+    elif clamp is not None and clamp_unsupported:
+        refusal = ActionNotPermitted(
+            f"this run's requests bypass the output-token clamp; a call capped at {clamp} tokens is not made",
+            reason_code=MAX_TOKENS_UNENFORCEABLE,
+            action_kind=kind,
+            action_name=name,
+        )
+    outcome = "shadow" if shadow else "refused" if refusal is not None else "applied"
+    for cap in verdict.enforced:
+        metrics.caps_enforced.add(1, {"cycles.cap": cap, "outcome": outcome, "cycles.shadow": shadow})
+    return Review(refusal, clamp, verdict.wait_s, attributes)
+
+
+def steps_refusal(run: RunState, kind: str, name: str, *, shadow: bool) -> ActionNotPermitted | None:
+    """The stop of a call the caps' `max_steps_remaining` leave no room for, if this is one (checked before the
+    call is reserved, so there is nothing to release)."""
+    with run.lock:
+        limit = run.step_limit if run.step_limit is not None and run.steps >= run.step_limit else None
+    if limit is None:
+        return None
+    metrics.caps_enforced.add(1, {"cycles.cap": "max_steps", "outcome": "refused", "cycles.shadow": shadow})
+    return ActionNotPermitted(
+        f"the run made the {limit} governed calls its caps allow (max_steps_remaining); {kind} {name!r} not made",
+        reason_code=MAX_STEPS_REACHED,
+        action_kind=kind,
+        action_name=name,
+    )
+
+
+def count_step(run: RunState, caps: Caps | None) -> None:
+    """Count a governed call that goes ahead, under the caps its decision carried."""
+    with run.lock:
+        run.steps += 1
+        run.step_limit = step_limit(run.step_limit, run.steps, caps)
+        run.last_start = time.monotonic()
+
+
+def clamp_bypassed(run: RunState) -> None:
+    """A clamped request of `run` did not go through the clamp (`_clamp`): refuse the run's later clamped calls."""
+    with run.lock:
+        run.clamp_unsupported = True
+    metrics.caps_enforced.add(1, {"cycles.cap": "max_tokens", "outcome": "bypassed", "cycles.shadow": False})
+    logger.warning(
+        "otel-cycles: an LLM request of run %s did not go through any-llm, so its output tokens were not clamped "
+        "(a custom model_type?); later calls of the run that need a clamp are refused",
+        run.run_id,
+    )

@@ -20,18 +20,33 @@ import threading
 import time
 from typing import Any
 
+from opentelemetry.trace import StatusCode
 from runcycles import CyclesClient
 
+from otel_cycles import attributes as attr
 from otel_cycles._reserve import Allowed, ReserveResult, reserve
 from otel_cycles._settlement import Settlement, release_body
 
-__all__ = ["HEADROOM", "Lookahead", "next_amount", "worth_it"]
+__all__ = ["HEADROOM", "Lookahead", "asks_for_tools", "next_amount", "worth_it"]
 
 HEADROOM = 20
 """A lookahead is made only if every scope the last reservation touched had >= HEADROOM x its amount remaining."""
 
 _GROWING_SOURCES = frozenset({"priced", "callable"})
 """Estimate sources whose next amount is not known in advance (the request grows by the answer and tool results)."""
+
+_FINAL_ANSWER_TOOLS = ("final_answer",)
+"""Tools that end a run (tinyagent, smolagents): an answer calling one is not followed by another LLM call."""
+
+
+def asks_for_tools(span: Any) -> bool:
+    """Whether an LLM span's answer is a tool call other than a final answer (so another LLM call follows)."""
+    values = getattr(span, "attributes", None) or {}
+    status = getattr(getattr(span, "status", None), "status_code", None)
+    if values.get(attr.GEN_AI_OUTPUT_TYPE) != "json" or status is StatusCode.ERROR:
+        return False
+    output = values.get(attr.GEN_AI_OUTPUT)
+    return not (isinstance(output, str) and any(f'"{tool}"' in output for tool in _FINAL_ANSWER_TOOLS))
 
 
 def next_amount(estimate: int, source: str) -> int:

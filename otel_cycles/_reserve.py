@@ -16,6 +16,7 @@ from runcycles import CyclesClient, ReservationCreateResponse
 from runcycles.lifecycle import _build_protocol_exception, _create_is_recoverable, _schema_valid_create
 from runcycles.response import CyclesResponse
 
+from otel_cycles import metrics
 from otel_cycles._settlement import suppressed_instrumentation
 from otel_cycles.errors import DENIAL_REASONS
 
@@ -76,3 +77,13 @@ def reserve(client: CyclesClient, body: dict[str, Any]) -> ReserveResult:
     if code in DENIAL_REASONS:
         return Denied(code, str(error))
     return Rejected(response.status, code, str(error))
+
+
+def record_decision(result: ReserveResult, kind: str, elapsed_s: float) -> None:
+    """Count the outcome of a reservation request and record how long the decision took."""
+    decision = "DENY" if isinstance(result, Denied) else "ALLOW" if isinstance(result, Allowed) else "ERROR"
+    if isinstance(result, Allowed):
+        decision = result.response.decision.value
+    metrics.reserve_duration.record(elapsed_s, {"cycles.action.kind": kind, "cycles.decision": decision})
+    reason = getattr(result, "reason_code", None) or getattr(result, "error_code", None) or ""
+    metrics.decisions.add(1, {"cycles.decision": decision, "cycles.reason_code": reason, "cycles.action.kind": kind})

@@ -12,6 +12,10 @@ Flow per call (AnyAgent runs our hooks after it opened the span and before it en
    (`_frameworks`) and re-targets `current_span`, so AnyAgent ends each tool span exactly once. An LLM answer that
    asks for tools also queues the reservation of the run's next LLM call, which its before-hook then adopts
    (`_lookahead`): the reservation round trip overlaps the tool calls instead of delaying the next call.
+   An `ALLOW_WITH_CAPS` decision's caps are honoured in the before-hook (`_caps`): a forbidden tool or a call past
+   `max_steps_remaining` is stopped with `ActionNotPermitted` (its reservation released), a cooldown waits, and
+   `max_tokens` clamps the request (`_clamp`). With `soft_landing` a denied LLM call reserves what the budget can
+   still pay and is clamped to it; with `shadow` nothing is enforced, only recorded (unreserved calls become events).
 3. The span ends; `CyclesSpanProcessor.on_end` commits (or releases) in the background.
 4. `after_agent_invocation`: settle what the framework never finished (LLM errors, cancels, spans AnyAgent never
    ends: released, or committed if the call's after-hook already priced it) and an unused lookahead, then wait
@@ -30,28 +34,22 @@ from decimal import Decimal
 from typing import Any
 
 from any_agent.callbacks import Callback, Context
-from opentelemetry.trace import Span, Status, StatusCode
-from runcycles import AsyncCyclesClient, Caps, CyclesClient, CyclesConfig
+from opentelemetry.trace import Span, StatusCode
+from runcycles import AsyncCyclesClient, CyclesClient, CyclesConfig
 
-from otel_cycles import _caps, _clamp, _frameworks, metrics, pricing
+from otel_cycles import _caps, _clamp, _frameworks, _stops, metrics, pricing
 from otel_cycles import attributes as attr
 from otel_cycles import environment_variables as env
 from otel_cycles._accounting import LLM_KIND, TOOL_KIND, cost_attributes, decide, finish_unended
 from otel_cycles._heartbeat import heartbeat_for
-from otel_cycles._lookahead import Lookahead, next_amount, worth_it
+from otel_cycles._lookahead import Lookahead, asks_for_tools, next_amount, worth_it
 from otel_cycles._lookahead_runs import LOOKAHEAD_WAIT_S, RunLookaheads
 from otel_cycles._reaper import REAPER
 from otel_cycles._registry import REGISTRY, PendingReservation, RunState, span_key
-from otel_cycles._reserve import Allowed, Denied, Rejected, ReserveResult, Unavailable, reserve
+from otel_cycles._reserve import Allowed, Denied, Rejected, ReserveResult, Unavailable, record_decision, reserve
 from otel_cycles._settlement import release_body, settlement_for
 from otel_cycles.analysis import limiting_scope
-from otel_cycles.errors import (
-    ActionNotPermitted,
-    AuthorityUnavailable,
-    BudgetExceeded,
-    GovernanceStop,
-    ReservationRejected,
-)
+from otel_cycles.errors import ActionNotPermitted
 from otel_cycles.estimates import DEFAULT_TOOL_ESTIMATE, EstimatePolicy, LlmCall, ToolAmount
 from otel_cycles.processor import ensure_processor
 
@@ -66,8 +64,6 @@ _clamp.install()
 
 _OVERAGE_POLICIES = frozenset({"REJECT", "ALLOW_IF_AVAILABLE", "ALLOW_WITH_OVERDRAFT"})
 _UNIT = "USD_MICROCENTS"
-_FINAL_ANSWER_TOOLS = ("final_answer",)
-"""Tools that end a run (tinyagent, smolagents): an answer calling one is not followed by another LLM call."""
 
 
 class CyclesBudgetCallback(Callback):
@@ -224,9 +220,10 @@ class CyclesBudgetCallback(Callback):
         with run.lock:
             run.llm_calls += 1
         if run.denial is not None:
-            self._deny(context, span, run, run.denial, kind=self.action_kind, name=name)
+            _stops.deny(context, span, run, run.denial, kind=self.action_kind, name=name)
         estimate, source, price_known = self.estimates.llm(model, args, kwargs)
         floor = self.soft_landing_floor
+        landing = source == "priced" and self.soft_landing and not self.shadow
         self._reserve(
             context,
             span,
@@ -238,9 +235,7 @@ class CyclesBudgetCallback(Callback):
             model=model,
             extra={attr.CYCLES_PRICE_KNOWN: price_known},
             lookahead_amount=next_amount(estimate, source) if self.lookahead else None,
-            landing=(lambda room: self.estimates.landing(model, args, kwargs, room, floor))
-            if source == "priced"
-            else None,
+            landing=(lambda room: self.estimates.landing(model, args, kwargs, room, floor)) if landing else None,
         )
         return context
 
@@ -257,7 +252,7 @@ class CyclesBudgetCallback(Callback):
                 tool,
             )
         if run.denial is not None:
-            self._deny(context, span, run, run.denial, kind=TOOL_KIND, name=tool)
+            _stops.deny(context, span, run, run.denial, kind=TOOL_KIND, name=tool)
         estimate, source, cost = self.estimates.tool(tool)
         self._reserve(
             context, span, run, kind=TOOL_KIND, name=tool, estimate=estimate, estimate_source=source, tool_cost=cost
@@ -268,9 +263,9 @@ class CyclesBudgetCallback(Callback):
     def after_llm_call(self, context: Context, *args: Any, **kwargs: Any) -> Context:
         span = context.current_span
         if _clamp.finish(span.get_span_context().trace_id) is False:
-            self._clamp_bypassed(context)
+            _caps.clamp_bypassed(self._run(context))
         pending = self._stamp_outcome(span)
-        if pending is not None and pending.lookahead_amount is not None and _asks_for_tools(span):
+        if pending is not None and pending.lookahead_amount is not None and asks_for_tools(span):
             self._lookaheads.make(pending, pending.lookahead_amount)
         return context
 
@@ -362,10 +357,10 @@ class CyclesBudgetCallback(Callback):
             span_attributes[attr.GEN_AI_AGENT_NAME] = self.agent
         if self.shadow:
             span_attributes[attr.CYCLES_SHADOW] = True
-        refusal = self._steps_refusal(run, kind, name)  # before reserving: nothing to release
+        refusal = _caps.steps_refusal(run, kind, name, shadow=self.shadow)
         if refusal is not None and not self.shadow:
             span.set_attributes(span_attributes)
-            self._deny(context, span, run, refusal, kind=kind, name=name)
+            _stops.deny(context, span, run, refusal, kind=kind, name=name)
         started = time.perf_counter()
         ahead = self._lookaheads.claim(run, action, estimate) if lookahead_amount is not None else None
         landed: int | None = None
@@ -383,19 +378,7 @@ class CyclesBudgetCallback(Callback):
                 if landed is not None:
                     estimate = body["estimate"]["amount"]
                     span_attributes.update({attr.CYCLES_ESTIMATE_AMOUNT: estimate, attr.CYCLES_SOFT_LANDING: True})
-        elapsed = time.perf_counter() - started
-        decision = "DENY" if isinstance(result, Denied) else "ALLOW" if isinstance(result, Allowed) else "ERROR"
-        if isinstance(result, Allowed):
-            decision = result.response.decision.value
-        metrics.reserve_duration.record(elapsed, {"cycles.action.kind": kind, "cycles.decision": decision})
-        metrics.decisions.add(
-            1,
-            {
-                "cycles.decision": decision,
-                "cycles.reason_code": getattr(result, "reason_code", None) or getattr(result, "error_code", None) or "",
-                "cycles.action.kind": kind,
-            },
-        )
+        record_decision(result, kind, time.perf_counter() - started)
         pending = PendingReservation(
             span=span,
             run=run,
@@ -414,29 +397,14 @@ class CyclesBudgetCallback(Callback):
             return
         if isinstance(result, Denied) and not self.shadow:
             span.set_attributes(span_attributes)
-            self._deny(context, span, run, self._denial(result, estimate, kind, name), kind=kind, name=name)
+            error = _stops.budget_exceeded(self.client, self._subject, result, estimate, kind, name)
+            _stops.deny(context, span, run, error, kind=kind, name=name)
         if self.shadow or (isinstance(result, Unavailable) and self.fail_open):
             self._go_unreserved(span, pending, result, span_attributes)
             return
         span.set_attributes(span_attributes)
-        if isinstance(result, Unavailable):
-            stop: GovernanceStop = AuthorityUnavailable(
-                f"Cycles authority at {self.client._config.base_url} is unreachable ({result.message}); "
-                "the call was not made (fail-closed). Set fail_open=True to let calls proceed.",
-                base_url=self.client._config.base_url,
-                action_kind=kind,
-                action_name=name,
-            )
-        else:
-            assert isinstance(result, Rejected)
-            stop = ReservationRejected(
-                f"{result.message} (HTTP {result.status})",
-                status=result.status,
-                reason_code=result.error_code,
-                action_kind=kind,
-                action_name=name,
-            )
-        self._stop(context, span, stop)
+        assert isinstance(result, (Unavailable, Rejected))
+        _stops.stop(context, span, _stops.failure(result, self.client._config.base_url, kind, name))
 
     def _reserve_fresh(self, run: RunState, body: dict[str, Any]) -> ReserveResult:
         in_flight = self._settlement.outstanding()
@@ -457,7 +425,7 @@ class CyclesBudgetCallback(Callback):
         self, run: RunState, denied: Denied, body: dict[str, Any], landing: Callable[[int], tuple[int, int] | None]
     ) -> tuple[ReserveResult, dict[str, Any], int | None]:
         """Reserve what the budget can still pay for a denied LLM call: (result, request, output tokens bought)."""
-        if not self.soft_landing or self.shadow or denied.reason_code != "BUDGET_EXCEEDED" or run.clamp_unsupported:
+        if denied.reason_code != "BUDGET_EXCEEDED" or run.clamp_unsupported:
             return denied, body, None
         _, room = limiting_scope(self.client, self._subject)
         offer = landing(room) if room is not None else None
@@ -471,20 +439,6 @@ class CyclesBudgetCallback(Callback):
         if not isinstance(result, Allowed):
             return denied, body, None
         return result, landed_body, tokens
-
-    def _steps_refusal(self, run: RunState, kind: str, name: str) -> ActionNotPermitted | None:
-        """The stop of a call the caps' `max_steps_remaining` leave no room for, if this is one."""
-        with run.lock:
-            limit = run.step_limit if run.step_limit is not None and run.steps >= run.step_limit else None
-        if limit is None:
-            return None
-        metrics.caps_enforced.add(1, {"cycles.cap": "max_steps", "outcome": "refused", "cycles.shadow": self.shadow})
-        return ActionNotPermitted(
-            f"the run made the {limit} governed calls its caps allow (max_steps_remaining); {kind} {name!r} not made",
-            reason_code=_caps.MAX_STEPS_REACHED,
-            action_kind=kind,
-            action_name=name,
-        )
 
     def _go_ahead(
         self,
@@ -516,49 +470,35 @@ class CyclesBudgetCallback(Callback):
                 remaining, {"cycles.scope_path": metrics.bounded_scope(response.scope_path), "cycles.unit": _UNIT}
             )
         caps = response.caps
-        with run.lock:
-            since = None if run.last_start is None else time.monotonic() - run.last_start
-        verdict = _caps.judge(
-            caps, is_tool=kind == TOOL_KIND, name=name, since_last_start_s=since, max_wait_s=self.cooldown_max_wait_s
-        ) if caps is not None else _caps.Verdict()  # fmt: skip
-        clamp = min((t for t in (verdict.clamp, landed) if t is not None), default=None)
-        if caps is not None:
-            span_attributes.update(_caps.caps_attributes(caps))
-        if verdict.enforced:
-            span_attributes[attr.CYCLES_CAPS_ENFORCED] = list(verdict.enforced)
-        if refusal is None and verdict.refusal is not None:
-            refusal = ActionNotPermitted(
-                verdict.message, reason_code=verdict.refusal, action_kind=kind, action_name=name
-            )
-        elif refusal is None and clamp is not None and run.clamp_unsupported:
-            refusal = ActionNotPermitted(
-                f"this run's requests bypass the output-token clamp; a call capped at {clamp} tokens is not made",
-                reason_code=_caps.MAX_TOKENS_UNENFORCEABLE,
-                action_kind=kind,
-                action_name=name,
-            )
-        outcome = "shadow" if self.shadow else "refused" if refusal is not None else "applied"
-        for cap in verdict.enforced:
-            metrics.caps_enforced.add(1, {"cycles.cap": cap, "outcome": outcome, "cycles.shadow": self.shadow})
+        review = _caps.review(
+            run,
+            caps,
+            is_tool=kind == TOOL_KIND,
+            kind=kind,
+            name=name,
+            landed=landed,
+            max_wait_s=self.cooldown_max_wait_s,
+            shadow=self.shadow,
+        )
+        span_attributes.update(review.attributes)
+        refusal = refusal or review.refusal
         if refusal is not None and self.shadow:
             span_attributes[attr.CYCLES_DECISION] = "DENY"
             span_attributes[attr.CYCLES_REASON_CODE] = refusal.reason_code
             metrics.shadow_denials.add(1, {"cycles.reason_code": refusal.reason_code or "", "cycles.action.kind": kind})
         elif refusal is not None:
             if response.reservation_id is not None:
-                reason = f"caps: {refusal.reason_code}"
-                run.note_ticket(
-                    self._settlement.release(response.reservation_id, release_body(pending.idempotency_key, reason))
-                )
+                body = release_body(pending.idempotency_key, f"caps: {refusal.reason_code}")
+                run.note_ticket(self._settlement.release(response.reservation_id, body))
             span.set_attributes(span_attributes)
-            self._deny(context, span, run, refusal, kind=kind, name=name)
+            _stops.deny(context, span, run, refusal, kind=kind, name=name)
         elif not self.shadow:
-            if verdict.wait_s > 0:
-                time.sleep(verdict.wait_s)  # bounded by cooldown_max_wait_s (_caps.judge)
-            if clamp is not None:
-                _clamp.bound(span.get_span_context().trace_id, clamp)
-                span_attributes[attr.CYCLES_CLAMP_MAX_TOKENS] = clamp
-        self._count_step(run, caps)
+            if review.wait_s > 0:
+                time.sleep(review.wait_s)  # a cooldown, bounded by cooldown_max_wait_s
+            if review.clamp is not None:
+                _clamp.bound(span.get_span_context().trace_id, review.clamp)
+                span_attributes[attr.CYCLES_CLAMP_MAX_TOKENS] = review.clamp
+        _caps.count_step(run, caps)
         span.set_attributes(span_attributes)
         key = span_key(span)
         if key is not None:
@@ -586,19 +526,13 @@ class CyclesBudgetCallback(Callback):
             span_attributes[attr.CYCLES_REASON_CODE] = reason
             pending.unreserved = "shadow_denied"
             metrics.shadow_denials.add(1, {"cycles.reason_code": reason, "cycles.action.kind": kind})
-        self._count_step(pending.run, None)
+        _caps.count_step(pending.run, None)
         with pending.run.lock:
             pending.run.unreserved = True
         span.set_attributes(span_attributes)
         key = span_key(span)
         if key is not None:
             REGISTRY.add(key, pending)  # settled as an event once the call finishes
-
-    def _count_step(self, run: RunState, caps: Caps | None) -> None:
-        with run.lock:
-            run.steps += 1
-            run.step_limit = _caps.step_limit(run.step_limit, run.steps, caps)
-            run.last_start = time.monotonic()
 
     def _reservation_body(self, action: dict[str, Any], amount: int) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -613,63 +547,6 @@ class CyclesBudgetCallback(Callback):
             body["grace_period_ms"] = self.grace_period_ms
         return body
 
-    def _denial(self, result: Denied, estimate: int, kind: str, name: str) -> BudgetExceeded:
-        scope, remaining = limiting_scope(self.client, self._subject)
-        where = f" at {scope} (remaining {remaining} {_UNIT})" if scope else ""
-        return BudgetExceeded(
-            f"Budget denied {kind} {name!r}: {result.reason_code}{where}; requested {estimate} {_UNIT}",
-            reason_code=result.reason_code,
-            scope=scope,
-            remaining=remaining,
-            estimate=estimate,
-            action_kind=kind,
-            action_name=name,
-        )
-
-    def _deny(
-        self, context: Context, span: Span, run: RunState, error: GovernanceStop, *, kind: str, name: str
-    ) -> None:
-        values: dict[str, Any] = {
-            attr.CYCLES_DECISION: "DENY",
-            attr.CYCLES_REASON_CODE: error.reason_code or "BUDGET_EXCEEDED",
-            attr.CYCLES_ACTION_KIND: kind,
-            attr.CYCLES_ACTION_NAME: name,
-            attr.CYCLES_UNIT: _UNIT,
-        }
-        if isinstance(error, BudgetExceeded):
-            if error.scope:
-                values[attr.CYCLES_SCOPE_PATH] = error.scope
-            if error.remaining is not None:
-                values[attr.CYCLES_BUDGET_REMAINING] = error.remaining
-        span.set_attributes(values)
-        if kind == TOOL_KIND:
-            # smolagents and llama_index swallow exceptions raised before a tool call; remember the denial so the
-            # next LLM call of this run is denied too and the run still stops.
-            with run.lock:
-                run.denial = error
-        self._stop(context, span, error)
-
-    def _stop(self, context: Context, span: Span, error: GovernanceStop) -> None:
-        """End the span AnyAgent opened (it would otherwise never end), keep it in the trace, and raise."""
-        span.set_status(Status(StatusCode.ERROR, str(error)))
-        span.end()
-        try:
-            context.trace.add_span(span)
-        except Exception:  # the partial trace is a nicety; the stop itself must happen
-            logger.debug("otel-cycles could not add the stopped span to the agent trace", exc_info=True)
-        raise error
-
-    def _clamp_bypassed(self, context: Context) -> None:
-        run = self._run(context)
-        with run.lock:
-            run.clamp_unsupported = True
-        metrics.caps_enforced.add(1, {"cycles.cap": "max_tokens", "outcome": "bypassed", "cycles.shadow": False})
-        logger.warning(
-            "otel-cycles: an LLM request of run %s did not go through any-llm, so its output tokens were not clamped "
-            "(a custom model_type?); later calls of the run that need a clamp are refused",
-            run.run_id,
-        )
-
     def _stamp_outcome(self, span: Span) -> PendingReservation | None:
         """Price the finished call and put its cost on the span; the call's reservation, if it has one."""
         key = span_key(span)
@@ -680,15 +557,6 @@ class CyclesBudgetCallback(Callback):
         pending.outcome = decide(pending, _attributes(span), errored)
         span.set_attributes(cost_attributes(pending.outcome))
         return pending
-
-
-def _asks_for_tools(span: Any) -> bool:
-    """Whether an LLM span's answer is a tool call other than a final answer (so another LLM call follows)."""
-    values = _attributes(span)
-    if values.get(attr.GEN_AI_OUTPUT_TYPE) != "json" or _status_code(span) is StatusCode.ERROR:
-        return False
-    output = values.get(attr.GEN_AI_OUTPUT)
-    return not (isinstance(output, str) and any(f'"{tool}"' in output for tool in _FINAL_ANSWER_TOOLS))
 
 
 def _attributes(span: Any) -> Mapping[str, Any]:
