@@ -365,3 +365,41 @@ def test_soft_landing_clamps_the_call_the_budget_can_still_pay(framework: str, t
         assert output_only * 1.2 <= span.attributes["cycles.estimate.amount"] <= 2_000_000
     assert tenant.spent() == sum(independently_priced(s) for s in governed(spans)) <= 2_000_000
     assert_nothing_held(tenant)
+
+
+def _direct_langchain_model_type() -> type[Any]:
+    """A LangChain model type that calls the OpenAI SDK itself, bypassing any-llm (like `ChatOpenAI` would)."""
+    from any_agent.frameworks import langchain as any_langchain
+    from any_llm.types.completion import ChatCompletion
+    from langchain_core.messages import BaseMessage
+    from langchain_core.outputs import ChatResult
+    from openai import AsyncOpenAI
+
+    class DirectChat(any_langchain.DEFAULT_MODEL_TYPE):
+        async def _agenerate(
+            self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None,
+            stream: bool | None = None, **kwargs: Any,
+        ) -> ChatResult:  # fmt: skip
+            client = AsyncOpenAI(base_url=self.api_base, api_key=self.api_key)
+            response = await client.chat.completions.create(
+                model=self.model.split(":")[-1],
+                messages=[any_langchain._convert_message_to_dict(m) for m in messages],  # type: ignore[attr-defined,misc]
+                **{k: v for k, v in kwargs.items() if k in ("tools", "tool_choice")},
+            )
+            result: ChatResult = self._create_chat_result(ChatCompletion.model_validate(response.model_dump()))
+            return result
+
+    return DirectChat
+
+
+def test_a_request_that_bypasses_the_clamp_refuses_later_clamped_calls(tenant: Tenant, spans) -> None:
+    tenant.budget("", 100_000_000)
+    tenant.authority.create_policy(tenant.id, f"tenant:{tenant.id}/*", {"max_tokens": 77})
+    with ScriptedModel(tool_rounds=1) as model:
+        agent = make_agent("langchain", model, callback_for(tenant), model_type=_direct_langchain_model_type())
+        with pytest.raises(ActionNotPermitted) as raised:
+            agent.run(PROMPT)
+        # The first request went out unclamped (nothing could bound it); the next clamped call was refused.
+        assert [r.max_output_tokens for r in model.requests] == [None]
+    assert raised.value.reason_code == "MAX_TOKENS_UNENFORCEABLE"
+    assert_nothing_held(tenant)
