@@ -274,3 +274,29 @@ def test_a_denial_still_wins_over_caps(tenant: Tenant) -> None:
             make_agent(model, [callback_for(tenant)], tools=[search_web]).run("Research budgets")
         assert model.request_count == 0
     assert_nothing_held(tenant)
+
+
+def test_soft_landing_lands_while_the_floor_fits_then_denies(tenant: Tenant, spans: Any, metric_reader: Any) -> None:
+    # Every call asks for 100,000 output tokens ($1 of gpt-4o) from a $0.01 budget, so every call is denied at its
+    # estimate; the first lands on what is left, the tool call costs $0.008, and then not even 256 tokens fit.
+    tenant.budget("", 1_000_000)
+    landed, too_small = (
+        counter(metric_reader, "cycles.soft_landing", outcome=outcome) for outcome in ("landed", "too_small")
+    )
+    callback = callback_for(tenant, soft_landing=True, output_allowance=100_000, tool_estimate=800_000)
+    with ScriptedModel(tool_rounds=1) as model:
+        with pytest.raises(BudgetExceeded) as raised:
+            make_agent(model, [callback], tools=[search_web]).run("Research budgets")
+        bounds = [r.max_output_tokens for r in model.requests]
+    assert raised.value.action_kind == "llm.completion"
+    llm = [s for s in governed(spans) if s.attributes.get("cycles.soft_landing")]
+    assert len(llm) == 1 and bounds == [llm[0].attributes["cycles.clamp.max_tokens"]]
+    assert counter(metric_reader, "cycles.soft_landing", outcome="landed") - landed == 1
+    assert counter(metric_reader, "cycles.soft_landing", outcome="too_small") - too_small == 1
+    assert CALLS["search_web"] == 1
+    assert (
+        tenant.spent()
+        == sum(priced_microcents(s.attributes) for s in governed(spans) if "cycles.reservation.id" in s.attributes)
+        <= 1_000_000
+    )
+    assert_nothing_held(tenant)
