@@ -24,7 +24,7 @@ from otel_cycles.authority._policies import (
 )
 from otel_cycles.authority._sql import Queries
 from otel_cycles.authority._store import LedgerStore
-from otel_cycles.authority._tenants import hash_secret, require_open_tenant, require_tenant
+from otel_cycles.authority._tenants import hash_secret, require_open_tenant
 from otel_cycles.authority._views import decode_cursor, encode_cursor, iso
 
 __all__ = ["PoliciesMixin", "decision_caps"]
@@ -92,7 +92,9 @@ class PoliciesMixin(LedgerStore):
         caps = fields.get("caps")
         with self._tx() as conn:
             now = self.clock()
-            require_tenant(conn, owner)
+            if conn.execute(Queries.SELECT_TENANT_STATUS, (owner,)).fetchone() is None:
+                # createPolicy documents no 404; like createBudget ("Invalid scope or tenant not found"), a 400.
+                raise CyclesProtocolError(400, "TENANT_NOT_FOUND", f"Tenant not found: {owner}")
             require_open_tenant(conn, owner)
             if conn.execute(Queries.SELECT_POLICY_BY_NAME, (owner, fields["name"])).fetchone() is not None:
                 raise _duplicate(fields["name"])

@@ -385,7 +385,7 @@ def test_malformed_requests_are_4xx(authority: LocalAuthority, admin: httpx.Clie
     assert_error(admin.get("/v1/admin/policies/pol_missing"), 404, "NOT_FOUND")
     assert_error(admin.patch("/v1/admin/policies/pol_missing", json={"priority": 1}), 404, "NOT_FOUND")
     assert_error(admin.delete("/v1/admin/policies/pol_missing"), 405)
-    assert_error(admin.post("/v1/admin/policies", json={**_VALID, "tenant_id": "nobody"}), 404, "NOT_FOUND")
+    assert_error(admin.post("/v1/admin/policies", json={**_VALID, "tenant_id": "nobody"}), 400, "TENANT_NOT_FOUND")
 
 
 def test_auth_and_permissions(authority: LocalAuthority, api_key: str) -> None:
