@@ -1,6 +1,6 @@
 """Policies as pure rules: scope patterns, `Caps` validation, request-body validation, and which policy's caps apply.
 
-No SQL and no clock here (`_policy_store` persists policies and calls `winning_caps` inside a reservation's
+No SQL and no clock here (`_policy_store` persists policies and calls `winning_policy` inside a reservation's
 transaction), so every rule is unit-testable on plain values.
 
 Scope patterns (`cycles-governance-admin-v0.1.25.yaml`, createPolicy "SCOPE PATTERNS"), matched against the
@@ -37,7 +37,7 @@ __all__ = [
     "parse_policy_create",
     "parse_policy_update",
     "pattern_matches",
-    "winning_caps",
+    "winning_policy",
 ]
 
 POLICY_STATUSES = ("ACTIVE", "DISABLED")
@@ -252,30 +252,29 @@ def check_window(effective_from: int | None, effective_until: int | None) -> Non
 
 @dataclass(frozen=True)
 class EvaluatedPolicy:
-    """What evaluation needs of one ACTIVE policy that defines caps."""
+    """What evaluation needs of one ACTIVE policy that defines caps (kept as stored JSON until it wins)."""
 
     policy_id: str
     scope_pattern: str
     priority: int
-    caps: dict[str, Any]
+    caps_json: str
     effective_from: int | None
     effective_until: int | None
     created_at: int
 
 
-def winning_caps(policies: Iterable[EvaluatedPolicy], scope: str, now: int) -> dict[str, Any] | None:
-    """The caps a decision for `scope` at `now` carries, or None for a plain ALLOW.
+def winning_policy(policies: Iterable[EvaluatedPolicy], scope: str, now: int) -> EvaluatedPolicy | None:
+    """The policy whose caps a decision for `scope` at `now` carries, or None.
 
     Among the policies in effect (`effective_from <= now < effective_until`) whose pattern matches `scope`, the
     highest `priority` wins; ties go to the oldest policy, then the smaller id, so adding a policy at an equal
     priority never silently overrides an existing one. The winner's caps apply whole (no merging).
     """
-    ranked = sorted(policies, key=lambda p: (-p.priority, p.created_at, p.policy_id))
-    for policy in ranked:
+    for policy in sorted(policies, key=lambda p: (-p.priority, p.created_at, p.policy_id)):
         if policy.effective_from is not None and now < policy.effective_from:
             continue
         if policy.effective_until is not None and now >= policy.effective_until:
             continue
         if pattern_matches(policy.scope_pattern, scope):
-            return emitted_caps(policy.caps)
+            return policy
     return None

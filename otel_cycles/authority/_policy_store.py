@@ -17,10 +17,11 @@ from otel_cycles.authority._policies import (
     POLICY_STATUSES,
     EvaluatedPolicy,
     check_window,
+    emitted_caps,
     parse_pattern,
     parse_policy_create,
     parse_policy_update,
-    winning_caps,
+    winning_policy,
 )
 from otel_cycles.authority._sql import Queries
 from otel_cycles.authority._store import LedgerStore
@@ -35,9 +36,8 @@ def decision_caps(conn: sqlite3.Connection, tenant: str, scope: str, now: int) -
     rows = conn.execute(Queries.SELECT_EVALUATED_POLICIES, (tenant,)).fetchall()
     if not rows:
         return None
-    return winning_caps(
-        (EvaluatedPolicy(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], r[6]) for r in rows), scope, now
-    )
+    winner = winning_policy((EvaluatedPolicy(*r) for r in rows), scope, now)
+    return None if winner is None else emitted_caps(json.loads(winner.caps_json))
 
 
 def _view(row: tuple[Any, ...]) -> dict[str, Any]:

@@ -17,7 +17,13 @@ from runcycles.models import DecisionResponse, DryRunResult, ErrorResponse, Rese
 
 from otel_cycles._cli import main
 from otel_cycles.authority import LocalAuthority
-from otel_cycles.authority._policies import EvaluatedPolicy, parse_pattern, pattern_matches, winning_caps
+from otel_cycles.authority._policies import (
+    EvaluatedPolicy,
+    emitted_caps,
+    parse_pattern,
+    pattern_matches,
+    winning_policy,
+)
 
 from .conftest import FakeClock, config, reserve_body
 
@@ -118,25 +124,31 @@ def test_pattern_is_canonical_lowercase_and_owned() -> None:
     assert getattr(info.value, "status", None) == 403
 
 
-def _policy(pid: str, pattern: str, priority: int, caps: dict[str, Any], created: int = 0,
+def _policy(pid: str, pattern: str, priority: int, created: int = 0,
             window: tuple[int | None, int | None] = (None, None)) -> EvaluatedPolicy:  # fmt: skip
-    return EvaluatedPolicy(pid, pattern, priority, caps, window[0], window[1], created)
+    return EvaluatedPolicy(pid, pattern, priority, "{}", window[0], window[1], created)
+
+
+def _winner(policies: list[EvaluatedPolicy], now: int = 0) -> str | None:
+    won = winning_policy(policies, "tenant:acme/agent:a", now)
+    return None if won is None else won.policy_id
 
 
 def test_winner_is_highest_priority_then_oldest_and_respects_windows() -> None:
-    scope = "tenant:acme/agent:a"
-    low, high = _policy("p1", "agent:*", 1, {"max_tokens": 1}), _policy("p2", "*", 5, {"max_tokens": 5})
-    assert winning_caps([low, high], scope, 0) == {"max_tokens": 5}
-    older, newer = _policy("p9", "*", 5, {"max_tokens": 9}, created=1), _policy("p0", "*", 5, {"max_tokens": 0}, 2)
-    assert winning_caps([newer, older], scope, 0) == {"max_tokens": 9}
-    later = _policy("p3", "*", 9, {"max_tokens": 3}, window=(100, 200))
-    assert [winning_caps([low, later], scope, t) for t in (99, 100, 199, 200)] == [
-        {"max_tokens": 1}, {"max_tokens": 3}, {"max_tokens": 3}, {"max_tokens": 1}]  # fmt: skip
+    low, high, other = _policy("low", "agent:*", 1), _policy("high", "*", 5), _policy("other", "agent:b", 9)
+    assert _winner([low, high, other]) == "high"
+    older, newer = _policy("p9", "*", 5, created=1), _policy("p0", "*", 5, created=2)
+    assert _winner([newer, older]) == _winner([older, newer]) == "p9"
+    later = _policy("later", "*", 9, window=(100, 200))
+    assert [_winner([low, later], t) for t in (99, 100, 199, 200)] == ["low", "later", "later", "low"]
+    assert _winner([other]) is None
+
+
+def test_emitted_caps_drop_empty_tool_lists() -> None:
     # An empty allowlist means "no restriction" in the spec; runcycles would read it as "nothing allowed".
-    assert winning_caps([_policy("p", "*", 0, {"tool_allowlist": [], "tool_denylist": ["x"]})], scope, 0) == {
-        "tool_denylist": ["x"]
-    }
-    assert winning_caps([_policy("p", "*", 0, {"tool_allowlist": []})], scope, 0) is None
+    assert emitted_caps({"tool_allowlist": [], "tool_denylist": ["x"]}) == {"tool_denylist": ["x"]}
+    assert emitted_caps({"tool_allowlist": []}) is None and emitted_caps({}) is None
+    assert emitted_caps({"max_tokens": 0, "tool_allowlist": ["a"]}) == {"max_tokens": 0, "tool_allowlist": ["a"]}
 
 
 # ---- caps on decisions, over HTTP with the runcycles client
