@@ -22,7 +22,7 @@ from otel_cycles.authority._views import iso, tenant_view
 __all__ = ["TenantAdminMixin", "hash_secret", "require_open_tenant", "require_tenant", "tenant_closed"]
 
 _TENANT_ID_RE = re.compile(r"^[a-z0-9-]{3,64}$")
-TENANT_STATUSES = frozenset({"ACTIVE", "SUSPENDED", "CLOSED"})
+TENANT_STATUSES = ("ACTIVE", "SUSPENDED", "CLOSED")  # a tuple: see _validation.UNITS
 _TENANT_FIELDS = frozenset(
     {
         "tenant_id",
