@@ -25,7 +25,7 @@ from otel_cycles.authority._policies import (
 )
 from otel_cycles.authority._sql import Queries
 from otel_cycles.authority._store import LedgerStore
-from otel_cycles.authority._tenants import hash_secret, require_open_tenant
+from otel_cycles.authority._tenants import require_open_tenant
 from otel_cycles.authority._views import decode_cursor, encode_cursor, iso
 
 __all__ = ["PoliciesMixin", "decision_caps"]
@@ -185,9 +185,3 @@ class PoliciesMixin(LedgerStore):
             last = page[-1]
             out["next_cursor"] = encode_cursor({"p": last[5], "c": last[10], "i": last[0]})
         return out
-
-    def api_key_permissions(self, secret: str) -> list[str]:
-        """The stored permissions of API key `secret` (empty if unknown)."""
-        with self._read() as conn:
-            row = conn.execute(Queries.SELECT_API_KEY_PERMISSIONS, (hash_secret(secret),)).fetchone()
-        return [] if row is None else list(json.loads(row[0]))

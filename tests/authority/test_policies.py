@@ -71,8 +71,8 @@ def budgets(authority: LocalAuthority) -> Any:
 
 def tenant_http(authority: LocalAuthority, tenant: str, permissions: list[str]) -> httpx.Client:
     """An httpx client with a fresh API key of `tenant` holding `permissions`."""
-    secret = authority.ledger.create_api_key({"tenant_id": tenant, "name": "p", "permissions": permissions})
-    return httpx.Client(base_url=authority.base_url, headers={"X-Cycles-API-Key": secret["key_secret"]})
+    secret = authority.create_api_key(tenant, permissions=permissions)
+    return httpx.Client(base_url=authority.base_url, headers={"X-Cycles-API-Key": secret})
 
 
 # ---- the pure rules

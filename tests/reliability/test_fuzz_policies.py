@@ -27,9 +27,7 @@ def fuzzed() -> Iterator[tuple[LocalAuthority, dict[str, dict[str, str]]]]:
     with LocalAuthority(sweep_interval_s=0.5) as authority:
         authority.create_tenant(TENANT)
         authority.create_budget(f"tenant:{TENANT}", 10**9)
-        key = authority.ledger.create_api_key(
-            {"tenant_id": TENANT, "name": "fuzz", "permissions": ["policies:read", "policies:write"]}
-        )["key_secret"]
+        key = authority.create_api_key(TENANT, permissions=["policies:read", "policies:write"])
         yield authority, {"tenant": {"X-Cycles-API-Key": key}, "admin": {"X-Admin-API-Key": authority.admin_key}}
         assert authority.check_invariants() == []
 
