@@ -24,6 +24,7 @@ from otel_cycles.authority._policies import (
     pattern_matches,
     winning_policy,
 )
+from otel_cycles.testing import CyclesTenant
 
 from .conftest import FakeClock, config, reserve_body
 
@@ -273,6 +274,13 @@ def test_policies_survive_a_restart(tmp_path: Any) -> None:
     with LocalAuthority(db) as second, CyclesClient(config(second, secret)) as client:
         assert caps_of(client, DEEP) == CAPS
         assert [p["caps"] for p in second.policies("acme")] == [CAPS]
+
+
+def test_cycles_tenant_fixture_creates_policies(cycles_tenant: CyclesTenant) -> None:
+    policy = cycles_tenant.create_policy(cycles_tenant.scope("agent:bot"), CAPS, priority=2)
+    assert policy["scope_pattern"] == f"tenant:{cycles_tenant.id}/agent:bot" and policy["priority"] == 2
+    assert caps_of(cycles_tenant.client, {"tenant": cycles_tenant.id, "agent": "bot"}) == CAPS
+    assert caps_of(cycles_tenant.client, {"tenant": cycles_tenant.id, "agent": "other"}) is None
 
 
 # ---- the admin API: shapes, validation, auth, isolation
