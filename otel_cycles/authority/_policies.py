@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from otel_cycles.authority._errors import CyclesProtocolError, invalid
 from otel_cycles.authority._validation import SUBJECT_LEVELS, reject_unknown
@@ -250,9 +249,9 @@ def check_window(effective_from: int | None, effective_until: int | None) -> Non
         raise invalid("effective_until must be after effective_from")
 
 
-@dataclass(frozen=True)
-class EvaluatedPolicy:
-    """What evaluation needs of one ACTIVE policy that defines caps (kept as stored JSON until it wins)."""
+class EvaluatedPolicy(NamedTuple):
+    """What evaluation needs of one ACTIVE policy that defines caps (a row of `SELECT_EVALUATED_POLICIES`; the caps
+    stay stored JSON until the policy wins)."""
 
     policy_id: str
     scope_pattern: str

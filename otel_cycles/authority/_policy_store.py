@@ -36,7 +36,7 @@ def decision_caps(conn: sqlite3.Connection, tenant: str, scope: str, now: int) -
     rows = conn.execute(Queries.SELECT_EVALUATED_POLICIES, (tenant,)).fetchall()
     if not rows:
         return None
-    winner = winning_policy((EvaluatedPolicy(*r) for r in rows), scope, now)
+    winner = winning_policy(map(EvaluatedPolicy._make, rows), scope, now)
     return None if winner is None else emitted_caps(json.loads(winner.caps_json))
 
 

@@ -251,7 +251,8 @@ class Queries:
     SELECT_TENANT_POLICIES = f"SELECT {_POLICY_COLUMNS} FROM policies WHERE tenant_id = ?"
     SELECT_EVALUATED_POLICIES = (
         "SELECT policy_id, scope_pattern, priority, caps_json, effective_from_ms, effective_until_ms, created_at_ms "
-        "FROM policies WHERE tenant_id = ? AND status = 'ACTIVE' AND caps_json IS NOT NULL"
+        "FROM policies WHERE tenant_id = ? AND status = 'ACTIVE' AND caps_json IS NOT NULL "
+        "ORDER BY priority DESC, created_at_ms, policy_id"  # evaluation order, so the Python sort finds it sorted
     )
     INSERT_POLICY = f"INSERT INTO policies ({_POLICY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, 'ACTIVE', ?, ?, ?, ?)"
     UPDATE_POLICY = (
