@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
 from otel_cycles.authority._errors import CyclesProtocolError, invalid
@@ -42,6 +42,8 @@ __all__ = [
 POLICY_STATUSES = ("ACTIVE", "DISABLED")
 _VALUE_RE = re.compile(r"^[a-z0-9_.-]{1,128}$")
 _INT64_MAX = 9_223_372_036_854_775_807
+_MIN_MS = int(datetime(1, 1, 1, tzinfo=timezone.utc).timestamp() * 1000)
+_MAX_MS = int(datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=timezone.utc).timestamp() * 1000)
 _CAP_INTS = ("max_tokens", "max_steps_remaining", "cooldown_ms")
 _CAP_LISTS = ("tool_allowlist", "tool_denylist")
 _CREATE_FIELDS = frozenset(
@@ -77,11 +79,12 @@ _UPDATE_FIELDS = frozenset(
 _UNSUPPORTED = ("commit_overage_policy", "reservation_ttl_override", "rate_limits")
 
 
-def parse_pattern(value: Any, owner: str) -> str:
+def parse_pattern(value: Any, owner: str | None) -> str:
     """Validate a `scope_pattern` for tenant `owner`'s policy and return it canonical (values lowercased).
 
     Raises:
-        CyclesProtocolError: 400 for a malformed pattern, 403 when it is anchored at another tenant.
+        CyclesProtocolError: 400 for a malformed pattern, 403 when it is anchored at a tenant other than `owner`
+            (not checked when `owner` is None, e.g. for a list filter, which then simply matches nothing).
     """
     if not isinstance(value, str) or not value:
         raise invalid("scope_pattern must be a non-empty string")
@@ -111,7 +114,7 @@ def parse_pattern(value: Any, owner: str) -> str:
     if out[0].startswith("tenant:"):
         if lead:
             raise invalid("scope_pattern cannot have '*' before the tenant segment")
-        if out[0] not in ("tenant:*", f"tenant:{owner}"):
+        if owner is not None and out[0] not in ("tenant:*", f"tenant:{owner}"):
             raise CyclesProtocolError(403, "FORBIDDEN", "scope_pattern names another tenant")
     return "/".join((["*"] if lead else []) + out + (["*"] if trail else []))
 
@@ -191,7 +194,10 @@ def _timestamp(value: Any, field: str) -> int:
         raise invalid(f"{field} must be an RFC 3339 date-time") from None
     if parsed.tzinfo is None:
         raise invalid(f"{field} must carry a time-zone offset (e.g. Z)")
-    return int(parsed.timestamp() * 1000)
+    ms = int(parsed.timestamp() * 1000)
+    if not _MIN_MS <= ms <= _MAX_MS:  # an offset can push year 1 or 9999 out of what a response can render
+        raise invalid(f"{field} must lie between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999Z")
+    return ms
 
 
 def _fields(body: dict[str, Any]) -> dict[str, Any]:

@@ -165,7 +165,7 @@ class PoliciesMixin(LedgerStore):
         """
         if status is not None and status not in POLICY_STATUSES:
             raise invalid(f"status must be one of {', '.join(POLICY_STATUSES)}")
-        pattern = parse_pattern(scope_pattern, tenant) if scope_pattern else None
+        pattern = parse_pattern(scope_pattern, None) if scope_pattern else None
         after: tuple[int, int, str] | None = None
         if cursor:
             decoded = decode_cursor(cursor)

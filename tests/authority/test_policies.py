@@ -328,6 +328,8 @@ def test_admin_create_get_patch_list(authority: LocalAuthority, admin: httpx.Cli
     ext = admin.get("/v1/admin/policies", params={"tenant_id": "acme", "has_action_quotas": "true"})
     assert ext.status_code == 200 and len(ext.json()["policies"]) == 2
     assert admin.get("/v1/admin/policies", params={"tenant_id": "other"}).json()["policies"] == []
+    filtered = admin.get("/v1/admin/policies", params={"tenant_id": "acme", "scope_pattern": "tenant:other/*"})
+    assert filtered.status_code == 200 and filtered.json()["policies"] == []
 
 
 def test_duplicate_names_conflict(authority: LocalAuthority, admin: httpx.Client) -> None:
@@ -371,6 +373,9 @@ BAD_CREATES: list[Any] = [
     {**_VALID, "effective_from": "yesterday"},
     {**_VALID, "effective_from": "2026-01-01T00:00:00"},  # no offset
     {**_VALID, "effective_from": 1700000000000},
+    {**_VALID, "effective_from": "0001-01-01T00:00:00+01:00"},  # before year 1 in UTC: not renderable
+    {**_VALID, "effective_until": "9999-12-31T23:59:59-14:00"},  # after year 9999 in UTC
+    {**_VALID, "effective_until": "2026-01-01T00:00:00+25:00"},
     {**_VALID, "effective_from": "2026-01-02T00:00:00Z", "effective_until": "2026-01-01T00:00:00Z"},
     {**_VALID, "rate_limits": {"max_reservations_per_minute": 10}},  # not enforced here: refused, not ignored
     {**_VALID, "commit_overage_policy": "REJECT"},
