@@ -12,18 +12,22 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from runcycles import CyclesClient
 from runcycles.models import DecisionResponse, DryRunResult, ErrorResponse, ReservationCreateResponse
 
 from otel_cycles._cli import main
-from otel_cycles.authority import LocalAuthority
+from otel_cycles.authority import CyclesProtocolError, LocalAuthority
 from otel_cycles.authority._policies import (
     EvaluatedPolicy,
     emitted_caps,
     parse_pattern,
+    parse_policy_create,
     pattern_matches,
     winning_policy,
 )
+from otel_cycles.authority._views import iso as render_iso
 from otel_cycles.testing import CyclesTenant
 
 from .conftest import FakeClock, config, reserve_body
@@ -123,6 +127,58 @@ def test_pattern_is_canonical_lowercase_and_owned() -> None:
     with pytest.raises(Exception) as info:
         parse_pattern("tenant:other/*", "acme")
     assert getattr(info.value, "status", None) == 403
+
+
+_SEGMENTS = st.sampled_from(["*", "tenant:acme", "tenant:*", "tenant:other", "workspace:eng", "workflow:*", "agent:a",
+                              "agent:*", "toolset:t", "Agent:X", "agent:", "a*", ""])  # fmt: skip
+_PATTERNS = st.one_of(st.lists(_SEGMENTS, min_size=1, max_size=5).map("/".join), st.text(max_size=40))
+_BELOW = st.sampled_from(["workspace:eng", "app:x", "workflow:w", "agent:a", "agent:b", "toolset:t"])
+_SCOPES = st.lists(_BELOW, max_size=4, unique_by=lambda seg: seg.partition(":")[0]).map(
+    lambda rest: "/".join(["tenant:acme", *sorted(rest, key=_level_index)])
+)
+
+
+def _level_index(segment: str) -> int:
+    return ("tenant", "workspace", "app", "workflow", "agent", "toolset").index(segment.partition(":")[0])
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(_PATTERNS, _SCOPES)
+def test_any_pattern_text_is_accepted_canonically_or_rejected_with_a_4xx(text: str, scope: str) -> None:
+    try:
+        pattern = parse_pattern(text, "acme")
+    except CyclesProtocolError as exc:
+        assert exc.status in (400, 403)
+        return
+    assert parse_pattern(pattern, "acme") == pattern  # the canonical form is a fixed point
+    assert pattern_matches(pattern, scope) in (True, False)
+    # Without a tenant segment (a subject without tenant) only the catch-all can match.
+    assert pattern == "*" or not pattern_matches(pattern, "agent:a")
+
+
+_SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30)
+_JSON = st.recursive(
+    _SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=6,
+)
+_FIELDS = st.sampled_from(["name", "scope_pattern", "priority", "caps", "description", "effective_from",
+                           "effective_until", "tenant_id", "status", "rate_limits"])  # fmt: skip
+_STAMPS = st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat())
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(st.dictionaries(_FIELDS, _JSON | _STAMPS, max_size=6))
+def test_any_create_body_is_parsed_or_rejected_with_a_400(body: dict[str, Any]) -> None:
+    body = {"name": "n", "scope_pattern": "*"} | body
+    try:
+        fields = parse_policy_create(body)
+    except CyclesProtocolError as exc:
+        assert exc.status == 400
+        return
+    for field in ("effective_from", "effective_until"):
+        if field in fields:
+            render_iso(fields[field])  # whatever was accepted renders in the Policy response
 
 
 def _policy(pid: str, pattern: str, priority: int, created: int = 0,
