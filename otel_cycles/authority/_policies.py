@@ -12,8 +12,9 @@ canonical (lowercased) scope path of the subject's deepest derived scope:
   anchored at `tenant:` floats: it is matched against the scope's tail (`agent:*` is `*/agent:*`).
 * `*/agent:summarizer` — that agent under any ancestors; `*` alone matches every scope.
 
-Segments follow the canonical level order (tenant, workspace, app, workflow, agent, toolset); `*` is only a whole
-leading or trailing segment or a whole value. A policy only ever applies to its own tenant's scopes.
+Segments follow the canonical level order (tenant, workspace, app, workflow, agent, toolset) and match contiguously
+(`tenant:acme/agent:*` does not match `tenant:acme/workflow:w/agent:a`); `*` is only a whole leading or trailing
+segment or a whole value. A policy only ever applies to its own tenant's scopes.
 """
 
 from __future__ import annotations
