@@ -192,6 +192,8 @@ class LocalAuthority:
         description: str | None = None,
         effective_from: datetime | str | None = None,
         effective_until: datetime | str | None = None,
+        commit_overage_policy: str | None = None,
+        reservation_ttl_override: Mapping[str, int] | None = None,
     ) -> dict[str, Any]:
         """Create a policy for `tenant_id` (as `POST /v1/admin/policies` with the admin key); return its `Policy`.
 
@@ -206,6 +208,8 @@ class LocalAuthority:
             description: Free text.
             effective_from: The policy applies from this instant (aware datetime or RFC 3339 string).
             effective_until: ...until just before this instant.
+            commit_overage_policy: Overage policy of new reservations on matching scopes (before the tenant's).
+            reservation_ttl_override: `default_ttl_ms`, `max_ttl_ms`, `max_extensions` for those reservations.
         """
         body: dict[str, Any] = {
             "tenant_id": tenant_id,
@@ -217,6 +221,10 @@ class LocalAuthority:
             body["caps"] = dict(caps)
         if description is not None:
             body["description"] = description
+        if commit_overage_policy is not None:
+            body["commit_overage_policy"] = commit_overage_policy
+        if reservation_ttl_override is not None:
+            body["reservation_ttl_override"] = dict(reservation_ttl_override)
         for field, value in (("effective_from", effective_from), ("effective_until", effective_until)):
             if value is not None:
                 body[field] = value.isoformat() if isinstance(value, datetime) else value

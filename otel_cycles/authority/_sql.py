@@ -15,7 +15,7 @@ _RESERVATION_COLUMNS = (
 )
 _POLICY_COLUMNS = (
     "policy_id, tenant_id, name, description, scope_pattern, priority, caps_json, status, effective_from_ms, "
-    "effective_until_ms, created_at_ms, updated_at_ms"
+    "effective_until_ms, created_at_ms, updated_at_ms, commit_overage_policy, ttl_override_json"
 )
 _API_KEY_VIEW = (
     "SELECT key_id, tenant_id, name, key_prefix, permissions_json, status, created_at_ms, expires_at_ms, "
@@ -133,6 +133,8 @@ class Queries:
         effective_until_ms INTEGER,
         created_at_ms INTEGER NOT NULL,
         updated_at_ms INTEGER NOT NULL,
+        commit_overage_policy TEXT,
+        ttl_override_json TEXT,
         UNIQUE (tenant_id, name)
     );
     """
@@ -250,12 +252,14 @@ class Queries:
     SELECT_POLICY_BY_NAME = "SELECT policy_id FROM policies WHERE tenant_id = ? AND name = ?"
     SELECT_TENANT_POLICIES = f"SELECT {_POLICY_COLUMNS} FROM policies WHERE tenant_id = ?"
     SELECT_EVALUATED_POLICIES = (
-        "SELECT policy_id, scope_pattern, priority, caps_json, effective_from_ms, effective_until_ms, created_at_ms "
-        "FROM policies WHERE tenant_id = ? AND status = 'ACTIVE' AND caps_json IS NOT NULL "
+        "SELECT policy_id, scope_pattern, priority, caps_json, commit_overage_policy, ttl_override_json, "
+        "effective_from_ms, effective_until_ms, created_at_ms FROM policies WHERE tenant_id = ? AND status = 'ACTIVE' "
+        "AND (caps_json IS NOT NULL OR commit_overage_policy IS NOT NULL OR ttl_override_json IS NOT NULL) "
         "ORDER BY priority DESC, created_at_ms, policy_id"  # evaluation order, so the Python sort finds it sorted
     )
-    INSERT_POLICY = f"INSERT INTO policies ({_POLICY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, 'ACTIVE', ?, ?, ?, ?)"
+    INSERT_POLICY = f"INSERT INTO policies ({_POLICY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, 'ACTIVE', ?, ?, ?, ?, ?, ?)"
     UPDATE_POLICY = (
         "UPDATE policies SET name = ?, description = ?, priority = ?, caps_json = ?, status = ?, "
-        "effective_from_ms = ?, effective_until_ms = ?, updated_at_ms = ? WHERE policy_id = ?"
+        "effective_from_ms = ?, effective_until_ms = ?, updated_at_ms = ?, commit_overage_policy = ?, "
+        "ttl_override_json = ? WHERE policy_id = ?"
     )

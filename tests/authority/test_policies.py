@@ -163,7 +163,8 @@ _JSON = st.recursive(
     max_leaves=6,
 )
 _FIELDS = st.sampled_from(["name", "scope_pattern", "priority", "caps", "description", "effective_from",
-                           "effective_until", "tenant_id", "status", "rate_limits"])  # fmt: skip
+                           "effective_until", "tenant_id", "status", "rate_limits", "commit_overage_policy",
+                           "reservation_ttl_override"])  # fmt: skip
 _STAMPS = st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat())
 
 
@@ -183,7 +184,7 @@ def test_any_create_body_is_parsed_or_rejected_with_a_400(body: dict[str, Any]) 
 
 def _policy(pid: str, pattern: str, priority: int, created: int = 0,
             window: tuple[int | None, int | None] = (None, None)) -> EvaluatedPolicy:  # fmt: skip
-    return EvaluatedPolicy(pid, pattern, priority, "{}", window[0], window[1], created)
+    return EvaluatedPolicy(pid, pattern, priority, "{}", None, None, window[0], window[1], created)
 
 
 def _winner(policies: list[EvaluatedPolicy], now: int = 0) -> str | None:
@@ -237,6 +238,37 @@ def test_reserve_caps_by_scope_pattern(
 def test_subject_case_is_canonicalized_before_matching(authority: LocalAuthority, client: CyclesClient) -> None:
     authority.create_policy("acme", "*/agent:bot", CAPS)
     assert caps_of(client, {"tenant": "acme", "agent": "Bot"}) == CAPS
+
+
+def test_overage_and_ttl_overrides_apply_to_new_reservations(
+    authority: LocalAuthority, client: CyclesClient, clock: FakeClock
+) -> None:
+    authority.create_policy("acme", "agent:*", None, name="strict", priority=1, commit_overage_policy="REJECT",
+                            reservation_ttl_override={"default_ttl_ms": 5_000, "max_ttl_ms": 10_000,
+                                                      "max_extensions": 0})  # fmt: skip
+    authority.create_policy("acme", "*", CAPS, name="caps below")  # a policy without caps hides no caps
+    created = reserve(client, DEEP)
+    assert created["caps"] == CAPS and created["remaining_ttl_ms"] == 5_000
+    assert created["expires_at_ms"] == clock.now + 5_000
+    assert reserve(client, DEEP, ttl_ms=60_000)["remaining_ttl_ms"] == 10_000  # capped at max_ttl_ms
+    over = client.commit_reservation(
+        created["reservation_id"], {"idempotency_key": "c1", "actual": {"unit": "USD_MICROCENTS", "amount": 1_001}}
+    )
+    assert over.status == 409 and over.body["error"] == "BUDGET_EXCEEDED"  # REJECT from the policy
+    extend = client.extend_reservation(created["reservation_id"], {"idempotency_key": "e1", "extend_by_ms": 1_000})
+    assert extend.status == 409 and extend.body["error"] == "MAX_EXTENSIONS_EXCEEDED"
+    # The request's own overage policy still wins; scopes the policy does not match keep the defaults.
+    own = reserve(client, DEEP, overage_policy="ALLOW_IF_AVAILABLE")
+    ok = client.commit_reservation(
+        own["reservation_id"], {"idempotency_key": "c2", "actual": {"unit": "USD_MICROCENTS", "amount": 1_001}}
+    )
+    assert ok.status == 200, ok.body
+    assert reserve(client, {"tenant": "acme", "workspace": "eng"})["remaining_ttl_ms"] == 60_000
+    for rid in (created["reservation_id"],):
+        client.release_reservation(rid, {"idempotency_key": f"r-{rid}"})
+    policy = authority.policies("acme")[0]
+    assert policy["commit_overage_policy"] == "REJECT" and policy["reservation_ttl_override"]["max_extensions"] == 0
+    assert_policy(policy)
 
 
 def test_highest_priority_wins_and_updates_take_effect(authority: LocalAuthority, client: CyclesClient) -> None:
@@ -434,8 +466,14 @@ BAD_CREATES: list[Any] = [
     {**_VALID, "effective_until": "2026-01-01T00:00:00+25:00"},
     {**_VALID, "effective_from": "2026-01-02T00:00:00Z", "effective_until": "2026-01-01T00:00:00Z"},
     {**_VALID, "rate_limits": {"max_reservations_per_minute": 10}},  # not enforced here: refused, not ignored
-    {**_VALID, "commit_overage_policy": "REJECT"},
-    {**_VALID, "reservation_ttl_override": {"max_ttl_ms": 10_000}},
+    {**_VALID, "commit_overage_policy": "NOPE"},
+    {**_VALID, "commit_overage_policy": ["REJECT"]},
+    {**_VALID, "reservation_ttl_override": {"max_ttl_ms": 999}},
+    {**_VALID, "reservation_ttl_override": {"default_ttl_ms": 86_400_001}},
+    {**_VALID, "reservation_ttl_override": {"max_extensions": -1}},
+    {**_VALID, "reservation_ttl_override": {"max_extensions": "2"}},
+    {**_VALID, "reservation_ttl_override": {"colour": 1}},
+    {**_VALID, "reservation_ttl_override": []},
     {**_VALID, "status": "ACTIVE"},  # not a create field
 ]
 
