@@ -93,6 +93,8 @@ class AuthorityApp(RuntimeHandlers, AdminHandlers):
             table = {"decide": {"POST": self._decide}, "events": {"POST": self._event}}.get(
                 rest[0], {"GET": self._balances}
             )
+        elif rest == ["auth", "introspect"]:
+            table = {"GET": self._introspect}
         elif rest[0] == "admin" and len(rest) >= 2:
             table = self._admin_table(rest[1:])
         else:

@@ -116,3 +116,23 @@ def test_liveness_needs_no_key(authority: LocalAuthority) -> None:
     assert resp.headers["x-request-id"] and resp.headers["x-cycles-trace-id"]
     assert httpx.post(f"{authority.base_url}/actuator/health/liveness").status_code == 405
     assert httpx.get(f"{authority.base_url}/actuator/health/other").status_code == 404
+
+
+def test_introspect_tells_a_key_its_tenant_and_permissions(authority: LocalAuthority, api_key: str) -> None:
+    """`GET /v1/auth/introspect` (admin spec): what `otel-cycles doctor` can ask with only the agent's key."""
+    resp = httpx.get(f"{authority.base_url}/v1/auth/introspect", headers={"X-Cycles-API-Key": api_key})
+    body = resp.json()
+    assert resp.status_code == 200 and body["auth_type"] == "tenant" and body["tenant_id"] == "acme"
+    assert body["permissions"] == ["reservations:create", "reservations:commit", "reservations:release",
+                                   "reservations:extend", "reservations:list", "balances:read"]  # fmt: skip
+    caps = body["capabilities"]
+    assert caps["view_reservations"] and caps["manage_reservations"]
+    assert not any(caps[c] for c in ("view_budgets", "manage_budgets", "view_tenants", "manage_api_keys"))
+    legacy = authority.create_api_key("acme", "legacy", permissions=["admin:write"])
+    caps = httpx.get(f"{authority.base_url}/v1/auth/introspect", headers={"X-Cycles-API-Key": legacy}).json()
+    assert caps["capabilities"]["manage_budgets"] and not caps["capabilities"]["manage_tenants"]  # normative
+    admin = httpx.get(f"{authority.base_url}/v1/auth/introspect", headers={"X-Admin-API-Key": authority.admin_key})
+    assert admin.json()["permissions"] == ["*"] and all(admin.json()["capabilities"].values())
+    assert "tenant_id" not in admin.json()
+    for headers in ({}, {"X-Cycles-API-Key": "cyc_live_nope"}, {"X-Admin-API-Key": "nope"}):
+        assert httpx.get(f"{authority.base_url}/v1/auth/introspect", headers=headers).status_code == 401
