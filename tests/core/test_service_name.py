@@ -17,12 +17,12 @@ def _no_service_in_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OTEL_RESOURCE_ATTRIBUTES", raising=False)
 
 
-def _exported_service(provider: TracerProvider, **kwargs: str) -> str:
+def _exported_service(provider: TracerProvider, service_name: str = DEFAULT_SERVICE_NAME) -> str:
     """The service.name on a span of a tracer handed out BEFORE configure_export (as AnyAgent's may be)."""
     tracer = provider.get_tracer("any_agent")
     exporter = InMemorySpanExporter()
     setup = otel_cycles.configure_export(
-        tracer_provider=provider, span_exporter=exporter, export_metrics=False, **kwargs
+        tracer_provider=provider, span_exporter=exporter, export_metrics=False, service_name=service_name
     )
     with tracer.start_as_current_span("invoke_agent"):
         pass
