@@ -44,6 +44,8 @@ __all__ = [
     "Protocol",
     "AGENT_NAME",
     "CAPPED_SCOPE",
+    "GOVERNANCE_PREFIXES",
+    "MARKER_SERVICE",
     "COMPLETION",
     "MICROCENTS_PER_USD",
     "PROMPT",
@@ -83,6 +85,10 @@ CAPPED_BUDGET = CAPPED_LLM_ESTIMATE + DEFAULT_TOOL_ESTIMATE + _CAPPED_MARGIN
 """Holds the first LLM call's estimate and the tool's, so the tool is allowed even while the first call's commit is
 still in flight; once both calls are paid (the first costs more than the margin), a second LLM estimate no longer
 fits, whether or not that commit has landed. So the shape of a denied run does not depend on settlement timing."""
+GOVERNANCE_PREFIXES = ("cycles.", "gen_ai.usage.")
+"""The attributes otel-cycles sets on a governed span (budget decision and ledger figures; tokens and cost)."""
+MARKER_SERVICE = "otel-cycles-marker"
+"""`service.name` of the marker traces `emit_policy_probe` sends to prove an absence; never product telemetry."""
 RESULT_PREFIX = "RESULT "
 """Marks governed_run.py's result lines on stdout (libraries may print too)."""
 _BURST_TIMEOUT_S = 90
@@ -100,6 +106,8 @@ class Burst:
     """A fixed LLM reservation; None prices each request (the default)."""
     tool_fails: bool = False
     expect_denial: bool = False
+    pipeline_down: bool = False
+    """The Collector is down: exporting spans and metrics may fail (commits may not)."""
 
 
 @dataclass
@@ -132,6 +140,8 @@ class GovernedRun:
     """Spans whose `gen_ai.input.messages` contain the prompt."""
     completions: int = 0
     """Spans whose `gen_ai.output` is the scripted final answer."""
+    governed: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """By hex span id, every governed LLM and tool span's `cycles.*` and `gen_ai.usage.*` attributes, as exported."""
 
 
 @dataclass(frozen=True)
@@ -175,7 +185,9 @@ class AgentProcess:
                 self._lines.put(line[len(RESULT_PREFIX) :])
         self._lines.put(None)
 
-    def run(self, *, denied: bool = False, n_traces: int = 1, tool_error: bool = False) -> GovernedRun:
+    def run(
+        self, *, denied: bool = False, n_traces: int = 1, tool_error: bool = False, pipeline_down: bool = False
+    ) -> GovernedRun:
         """Run `n_traces` governed agents (one trace each), flush everything, and return what was exported.
 
         Args:
@@ -183,14 +195,22 @@ class AgentProcess:
                 is reset to its cap before the run).
             n_traces: Number of agent runs.
             tool_error: Make the tool raise (an ordinary failure, not a budget decision).
+            pipeline_down: The Collector is down, so exporting spans and metrics may fail; commits still must not.
         """
         if denied:
             if n_traces != 1:
                 raise ValueError("a denied burst is one run: the capped scope is reset before it")
             self._budgets.reset_capped()
-            burst = Burst(1, "capped", llm_estimate=CAPPED_LLM_ESTIMATE, expect_denial=True, tool_fails=tool_error)
+            burst = Burst(
+                1,
+                "capped",
+                llm_estimate=CAPPED_LLM_ESTIMATE,
+                expect_denial=True,
+                tool_fails=tool_error,
+                pipeline_down=pipeline_down,
+            )
         else:
-            burst = Burst(n_traces, "research", tool_fails=tool_error)
+            burst = Burst(n_traces, "research", tool_fails=tool_error, pipeline_down=pipeline_down)
         assert self._process.stdin is not None
         self._process.stdin.write(json.dumps(asdict(burst)) + "\n")
         self._process.stdin.flush()
@@ -260,7 +280,7 @@ def start_agent_process(
         agents.close()
 
 
-def emit_policy_probe(grpc_endpoint: str) -> tuple[str, str]:
+def emit_policy_probe(grpc_endpoint: str, service_name: str = "otel-cycles-policy-probe") -> tuple[str, str]:
     """SYNTHETIC, on purpose: a unit check of the tail-sampling rule `keep-budget-denials`, not product telemetry.
 
     Every real denial also sets status ERROR, so real runs cannot show that the `cycles.decision` policy keeps a trace
@@ -268,10 +288,13 @@ def emit_policy_probe(grpc_endpoint: str) -> tuple[str, str]:
     status UNSET: one whose LLM span has `cycles.decision=DENY`, one with `ALLOW`. Nothing else (no cost, tokens or
     metrics), so the probe needs a Collector of its own but no totals.
 
+    It doubles as a marker (`MARKER_SERVICE`): sent after some traces, its kept trace showing up proves that tail
+    sampling has decided on those earlier traces, so their absence downstream means they were dropped.
+
     Returns:
         The hex trace ids (denied, allowed).
     """
-    resource = Resource.create({"service.name": "otel-cycles-policy-probe"})
+    resource = Resource.create({"service.name": service_name})
     provider = TracerProvider(resource=resource)
     provider.add_span_processor(SimpleSpanProcessor(GrpcSpanExporter(endpoint=grpc_endpoint, insecure=True)))
     tracer = provider.get_tracer("any_agent")
