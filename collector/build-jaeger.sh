@@ -12,7 +12,7 @@
 #   collector/build-jaeger.sh --force    # rebuild even if cached
 set -euo pipefail
 
-jaeger_version="v1.76.0"  # the v2 binary is released under the v1.x module tags
+jaeger_version="v1.76.0"  # = Jaeger v2.13.0 (v2 is released under v1.x module tags); docker-compose.yaml pins that image
 cache="${OTEL_CYCLES_CACHE:-$HOME/.cache/otel-cycles}"
 
 force=0

@@ -36,7 +36,7 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 
 from otel_cycles import DEFAULT_TOOL_ESTIMATE
 
@@ -54,6 +54,7 @@ __all__ = [
     "Budgets",
     "Burst",
     "GovernedRun",
+    "emit_marker",
     "emit_policy_probe",
     "start_agent_process",
 ]
@@ -280,7 +281,7 @@ def start_agent_process(
         agents.close()
 
 
-def emit_policy_probe(grpc_endpoint: str, service_name: str = "otel-cycles-policy-probe") -> tuple[str, str]:
+def emit_policy_probe(grpc_endpoint: str) -> tuple[str, str]:
     """SYNTHETIC, on purpose: a unit check of the tail-sampling rule `keep-budget-denials`, not product telemetry.
 
     Every real denial also sets status ERROR, so real runs cannot show that the `cycles.decision` policy keeps a trace
@@ -288,13 +289,10 @@ def emit_policy_probe(grpc_endpoint: str, service_name: str = "otel-cycles-polic
     status UNSET: one whose LLM span has `cycles.decision=DENY`, one with `ALLOW`. Nothing else (no cost, tokens or
     metrics), so the probe needs a Collector of its own but no totals.
 
-    It doubles as a marker (`MARKER_SERVICE`): sent after some traces, its kept trace showing up proves that tail
-    sampling has decided on those earlier traces, so their absence downstream means they were dropped.
-
     Returns:
         The hex trace ids (denied, allowed).
     """
-    resource = Resource.create({"service.name": service_name})
+    resource = Resource.create({"service.name": "otel-cycles-policy-probe"})
     provider = TracerProvider(resource=resource)
     provider.add_span_processor(SimpleSpanProcessor(GrpcSpanExporter(endpoint=grpc_endpoint, insecure=True)))
     tracer = provider.get_tracer("any_agent")
@@ -308,3 +306,23 @@ def emit_policy_probe(grpc_endpoint: str, service_name: str = "otel-cycles-polic
     finally:
         provider.shutdown()
     return trace_ids[0], trace_ids[1]
+
+
+def emit_marker(grpc_endpoint: str) -> str:
+    """SYNTHETIC, on purpose: a marker that proves an absence. One span, status ERROR (so tail sampling keeps it),
+    service `MARKER_SERVICE`, no GenAI or budget attributes (so no span-derived metric counts it).
+
+    Sent after some traces, the marker showing up downstream proves that tail sampling has decided on those earlier
+    traces (decisions fall due in arrival order), so one still absent was dropped, not delayed.
+
+    Returns:
+        The marker's hex trace id.
+    """
+    provider = TracerProvider(resource=Resource.create({"service.name": MARKER_SERVICE}))
+    provider.add_span_processor(SimpleSpanProcessor(GrpcSpanExporter(endpoint=grpc_endpoint, insecure=True)))
+    try:
+        with provider.get_tracer("otel-cycles-tests").start_as_current_span("marker") as span:
+            span.set_status(StatusCode.ERROR, "marker")
+            return format(span.get_span_context().trace_id, "032x")
+    finally:
+        provider.shutdown()

@@ -44,7 +44,6 @@ from tests.collector.telemetry import (
     CAPPED_LLM_ESTIMATE,
     CAPPED_SCOPE,
     COMPLETION,
-    MARKER_SERVICE,
     MICROCENTS_PER_USD,
     PROMPT,
     RESEARCH_SCOPE,
@@ -52,6 +51,7 @@ from tests.collector.telemetry import (
     Budgets,
     GovernedRun,
     Protocol,
+    emit_marker,
     emit_policy_probe,
     start_agent_process,
 )
@@ -211,9 +211,9 @@ def _wait_for_traces(collector: CollectorProcess, trace_ids: set[str]) -> None:
         timeout=DECISION_WAIT_S + 20,
         what=f"traces {sorted(trace_ids)} in the file exporter's output\n{collector.log_tail()}",
     )
-    # The positive marker: a trace sent after every run, kept by the DENY rule. Once the file exporter wrote it, tail
-    # sampling has decided on every earlier trace, so a trace still absent was dropped, not delayed.
-    marker, _ = emit_policy_probe(collector.grpc_endpoint, MARKER_SERVICE)
+    # The positive marker: a trace sent after every run, kept by the keep-errors rule. Once the file exporter wrote
+    # it, tail sampling has decided on every earlier trace, so a trace still absent was dropped, not delayed.
+    marker = emit_marker(collector.grpc_endpoint)
     wait_for(
         lambda: marker in {s["traceId"] for s in collector.exported_spans(markers=True)},
         timeout=DECISION_WAIT_S + 20,

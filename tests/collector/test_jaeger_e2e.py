@@ -45,7 +45,7 @@ from tests.collector.telemetry import (
     TENANT,
     Budgets,
     GovernedRun,
-    emit_policy_probe,
+    emit_marker,
     start_agent_process,
 )
 
@@ -145,10 +145,10 @@ def shipped(
         failed_spent = _spent(budgets, RESEARCH_SCOPE) - research_before
         for run in (denied, failed):
             _wait_for_trace(jaeger, run.trace_ids[0], run.spans_per_trace)
-        # The positive marker: sent after every run above and kept by the DENY rule. Once it is in Jaeger, tail
+        # The positive marker: sent after every run above, kept by the keep-errors rule. Once it is in Jaeger, tail
         # sampling has decided on the ordinary traces (they came first), so their absence means they were dropped.
-        marker, _ = emit_policy_probe(collector.grpc_endpoint, MARKER_SERVICE)
-        _wait_for_trace(jaeger, marker, 2)
+        marker = emit_marker(collector.grpc_endpoint)
+        _wait_for_trace(jaeger, marker, 1)
         yield Shipped(jaeger, ordinary, denied, failed, denied_spent + failed_spent)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -214,3 +215,16 @@ def test_stack_up_receives_the_demo_and_down_leaves_nothing_running(stack: Stack
     assert not [address for address in stack.addresses() if listening(address)]
     assert not list(stack.state.glob("*.pid"))
     assert "running" not in stack.run("status").stdout
+
+
+def test_stack_up_refuses_a_taken_port_and_leaves_nothing_running(stack: Stack) -> None:
+    """Prometheus starts last: its address taken, `up` fails after Jaeger and the Collector started, and stops them."""
+    host, port = stack.env["STACK_PROMETHEUS_ENDPOINT"].rsplit(":", 1)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.bind((host, int(port)))
+        squatter.listen()
+        up = stack.run("up")
+    assert up.returncode == 1
+    assert f"prometheus cannot start: something else listens on {host}:{port}" in up.stderr
+    assert not list(stack.state.glob("*.pid"))
+    assert not [address for address in stack.addresses() if listening(address)]
