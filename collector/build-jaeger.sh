@@ -18,13 +18,6 @@ cache="${OTEL_CYCLES_CACHE:-$HOME/.cache/otel-cycles}"
 force=0
 if [[ "${1:-}" == "--force" ]]; then force=1; fi
 
-if ! command -v go >/dev/null 2>&1; then
-  for candidate in /usr/local/go/bin /usr/lib/go/bin; do
-    if [[ -x "$candidate/go" ]]; then PATH="$candidate:$PATH"; fi
-  done
-fi
-command -v go >/dev/null 2>&1 || { echo "build-jaeger.sh: Go is not installed (need go >= 1.25 on PATH)" >&2; exit 1; }
-
 dest="$cache/jaeger-$jaeger_version"
 binary="$dest/jaeger"
 if [[ -x "$binary" && "$force" == 0 ]]; then
@@ -40,6 +33,14 @@ if [[ -x "$binary" && "$force" == 0 ]]; then
   echo "$binary"
   exit 0
 fi
+
+# Only a build needs Go: a cached binary is returned above without it.
+if ! command -v go >/dev/null 2>&1; then
+  for candidate in /usr/local/go/bin /usr/lib/go/bin; do
+    if [[ -x "$candidate/go" ]]; then PATH="$candidate:$PATH"; fi
+  done
+fi
+command -v go >/dev/null 2>&1 || { echo "build-jaeger.sh: Go is not installed (need go >= 1.25 on PATH)" >&2; exit 1; }
 
 export GOPATH="$cache/go"
 export GOMODCACHE="$cache/go/pkg/mod"

@@ -66,13 +66,17 @@ def require(reason: str) -> NoReturn:
 def _build(script: str) -> Path:
     """Run a collector/ build script (it prints the cached binary's path last) and return the binary.
 
-    A cached binary needs no Go; a build needs Go and the Go module proxy, and the script says which is missing.
+    A cached binary needs no Go. Without Go (and nothing cached) the tests skip locally and fail under CI; any other
+    build failure fails them.
     """
     proc = subprocess.run(
         [str(COLLECTOR_DIR / script)], capture_output=True, text=True, timeout=_BUILD_TIMEOUT_S, check=False
     )
     if proc.returncode != 0:
-        require(f"collector/{script} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+        failure = f"collector/{script} failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
+        if "Go is not installed" in proc.stderr:
+            require(failure)  # the one reason to skip, and only outside CI
+        pytest.fail(failure, pytrace=False)
     binary = Path(proc.stdout.strip().splitlines()[-1])
     if not os.access(binary, os.X_OK):
         require(f"collector/{script} printed {binary}, which is not an executable")
@@ -216,7 +220,7 @@ class JaegerApi:
 
     def search(self, service: str, tags: Mapping[str, str]) -> set[str]:
         """Tag search (`/api/traces?service=...&tags={...}`, what the UI's search does): the matching trace ids."""
-        body = self.get("/api/traces", service=service, tags=json.dumps(dict(tags)), lookback="1h", limit="1000")
+        body = self.get("/api/traces", service=service, tags=json.dumps(dict(tags)), limit="1000")
         return {_trace_id(trace["traceID"]) for trace in (body or {}).get("data") or []}
 
     def find(self, service: str) -> dict[str, list[dict[str, Any]]]:
