@@ -248,7 +248,13 @@ class AgentProcess:
 
 @contextmanager
 def start_agent_process(
-    otlp_endpoint: str, protocol: Protocol, budgets: Budgets, log: Path, *, service_name: str = SERVICE_NAME
+    otlp_endpoint: str,
+    protocol: Protocol,
+    budgets: Budgets,
+    log: Path,
+    *,
+    service_name: str = SERVICE_NAME,
+    export_timeout_s: int | None = None,
 ) -> Iterator[AgentProcess]:
     """Start governed_run.py exporting to `otlp_endpoint`; it imports in the background, the first `run` waits.
 
@@ -258,9 +264,13 @@ def start_agent_process(
         budgets: The tenant and model the agents use.
         log: File for the process's stderr.
         service_name: The application's `service.name` (`OTEL_SERVICE_NAME`).
+        export_timeout_s: `OTEL_EXPORTER_OTLP_TIMEOUT`: how long one OTLP export may retry (SDK default 10 s); short
+            when the Collector will be down, so each failed flush gives up quickly.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_") and k != "PYTEST_CURRENT_TEST"}
     env |= {"OTEL_SERVICE_NAME": service_name, "OPENAI_API_KEY": "sk-fake", "OPENAI_AGENTS_DISABLE_TRACING": "1"}
+    if export_timeout_s is not None:
+        env["OTEL_EXPORTER_OTLP_TIMEOUT"] = str(export_timeout_s)
     authority_url: str = budgets.authority.base_url
     args = [sys.executable, "-m", "tests.collector.governed_run", otlp_endpoint, protocol, authority_url]
     args += [budgets.api_key, TENANT, budgets.model_url]

@@ -248,7 +248,9 @@ def test_jaeger_down_then_collector_down_the_agents_finish_and_every_reservation
     with ExitStack() as stack:
         collector = stack.enter_context(run_collector(collector_binary, tmp_path, env=env, configs=[CONFIG]))
         agent = stack.enter_context(
-            start_agent_process(f"http://{collector.grpc_endpoint}", "grpc", budgets, tmp_path / "agent.log")
+            start_agent_process(
+                f"http://{collector.grpc_endpoint}", "grpc", budgets, tmp_path / "agent.log", export_timeout_s=1
+            )
         )
         jaeger_down = [agent.run(n_traces=2), agent.run(denied=True)]
         _assert_settled(budgets, jaeger_down)
