@@ -13,6 +13,7 @@ Without Go (no cached binaries, nothing to build them with) these tests skip loc
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ from tests.collector.telemetry import (
 pytestmark = pytest.mark.timeout(50 * 60)
 
 CONFIG = COLLECTOR_DIR / "config.yaml"
+JAEGER_CONFIG = COLLECTOR_DIR / "jaeger.yaml"
 GOVERNED_OPERATIONS = ("call_llm", "execute_tool")
 REDACTED_KEYS = {"gen_ai.input.messages", "gen_ai.output", "gen_ai.tool.args"}
 ARRIVAL_TIMEOUT_S = 30
@@ -73,6 +75,13 @@ def budgets() -> Iterator[Budgets]:
     """This module's own authority, so its ledger holds exactly the runs made here."""
     with LocalAuthority() as authority, ScriptedModel(tool_rounds=1, answer=COMPLETION) as model:
         yield Budgets.provision(authority, model.base_url)
+
+
+def test_jaeger_accepts_its_configuration(jaeger_binary: Path) -> None:
+    done = subprocess.run(
+        [str(jaeger_binary), "validate", f"--config={JAEGER_CONFIG}"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
 
 
 def _spent(budgets: Budgets, scope: str) -> int:
