@@ -35,9 +35,9 @@ __all__ = [
     "PrometheusProcess",
     "build_collector",
     "build_jaeger",
+    "free_port",
     "in_ci",
     "listening",
-    "free_port",
     "prometheus_binary",
     "require",
     "run_collector",
@@ -79,7 +79,7 @@ def _build(script: str) -> Path:
         pytest.fail(failure, pytrace=False)
     binary = Path(proc.stdout.strip().splitlines()[-1])
     if not os.access(binary, os.X_OK):
-        require(f"collector/{script} printed {binary}, which is not an executable")
+        pytest.fail(f"collector/{script} printed {binary}, which is not an executable", pytrace=False)
     return binary
 
 
