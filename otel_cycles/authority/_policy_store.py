@@ -16,28 +16,30 @@ from otel_cycles.authority._model import DUMPS, dumps_or_none
 from otel_cycles.authority._policies import (
     POLICY_STATUSES,
     EvaluatedPolicy,
+    PolicyEffects,
     check_window,
     parse_pattern,
     parse_policy_create,
     parse_policy_update,
-    winning_caps,
+    policy_effects,
 )
 from otel_cycles.authority._sql import Queries
 from otel_cycles.authority._store import LedgerStore
-from otel_cycles.authority._tenants import hash_secret, require_open_tenant, require_tenant
+from otel_cycles.authority._tenants import require_open_tenant
 from otel_cycles.authority._views import decode_cursor, encode_cursor, iso
 
-__all__ = ["PoliciesMixin", "decision_caps"]
+__all__ = ["PoliciesMixin", "decision_effects"]
 
 
-def decision_caps(conn: sqlite3.Connection, tenant: str, scope: str, now: int) -> dict[str, Any] | None:
-    """The `caps` an allowed decision for `scope` (the deepest derived scope) carries, inside the caller's tx."""
+_NO_EFFECTS = PolicyEffects(None, None, {})
+
+
+def decision_effects(conn: sqlite3.Connection, tenant: str, scope: str, now: int) -> PolicyEffects:
+    """What `tenant`'s policies do to a decision for `scope` (the deepest derived scope), inside the caller's tx."""
     rows = conn.execute(Queries.SELECT_EVALUATED_POLICIES, (tenant,)).fetchall()
     if not rows:
-        return None
-    return winning_caps(
-        (EvaluatedPolicy(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], r[6]) for r in rows), scope, now
-    )
+        return _NO_EFFECTS
+    return policy_effects([EvaluatedPolicy._make(r) for r in rows], scope, now)
 
 
 def _view(row: tuple[Any, ...]) -> dict[str, Any]:
@@ -49,6 +51,10 @@ def _view(row: tuple[Any, ...]) -> dict[str, Any]:
     out["priority"] = row[5]
     if row[6] is not None:
         out["caps"] = json.loads(row[6])
+    if row[12] is not None:
+        out["commit_overage_policy"] = row[12]
+    if row[13] is not None:
+        out["reservation_ttl_override"] = json.loads(row[13])
     out["status"] = row[7]
     if row[8] is not None:
         out["effective_from"] = iso(row[8])
@@ -92,7 +98,9 @@ class PoliciesMixin(LedgerStore):
         caps = fields.get("caps")
         with self._tx() as conn:
             now = self.clock()
-            require_tenant(conn, owner)
+            if conn.execute(Queries.SELECT_TENANT_STATUS, (owner,)).fetchone() is None:
+                # createPolicy documents no 404; like createBudget ("Invalid scope or tenant not found"), a 400.
+                raise CyclesProtocolError(400, "TENANT_NOT_FOUND", f"Tenant not found: {owner}")
             require_open_tenant(conn, owner)
             if conn.execute(Queries.SELECT_POLICY_BY_NAME, (owner, fields["name"])).fetchone() is not None:
                 raise _duplicate(fields["name"])
@@ -111,6 +119,8 @@ class PoliciesMixin(LedgerStore):
                     fields.get("effective_until"),
                     now,
                     now,
+                    fields.get("commit_overage_policy"),
+                    dumps_or_none(fields.get("reservation_ttl_override")),
                 ),
             )
             return _view(_load(conn, policy_id, None))
@@ -121,7 +131,7 @@ class PoliciesMixin(LedgerStore):
             return _view(_load(conn, policy_id, tenant))
 
     def update_policy(self, policy_id: str, body: dict[str, Any], tenant: str | None) -> dict[str, Any]:
-        """Apply an updatePolicy body (fields replaced whole, `caps` included) and return the `Policy`."""
+        """Apply an updatePolicy body (each field replaced whole, `caps` included) and return the `Policy`."""
         fields = parse_policy_update(body)
         with self._tx() as conn:
             row = _load(conn, policy_id, tenant)
@@ -133,6 +143,7 @@ class PoliciesMixin(LedgerStore):
             effective_until = fields.get("effective_until", row[9])
             check_window(effective_from, effective_until)
             caps = DUMPS(fields["caps"]) if "caps" in fields else row[6]
+            ttl = DUMPS(fields["reservation_ttl_override"]) if "reservation_ttl_override" in fields else row[13]
             conn.execute(
                 Queries.UPDATE_POLICY,
                 (
@@ -144,6 +155,8 @@ class PoliciesMixin(LedgerStore):
                     effective_from,
                     effective_until,
                     self.clock(),
+                    fields.get("commit_overage_policy", row[12]),
+                    ttl,
                     policy_id,
                 ),
             )
@@ -163,7 +176,7 @@ class PoliciesMixin(LedgerStore):
         """
         if status is not None and status not in POLICY_STATUSES:
             raise invalid(f"status must be one of {', '.join(POLICY_STATUSES)}")
-        pattern = parse_pattern(scope_pattern, tenant) if scope_pattern else None
+        pattern = parse_pattern(scope_pattern, None) if scope_pattern else None
         after: tuple[int, int, str] | None = None
         if cursor:
             decoded = decode_cursor(cursor)
@@ -183,9 +196,3 @@ class PoliciesMixin(LedgerStore):
             last = page[-1]
             out["next_cursor"] = encode_cursor({"p": last[5], "c": last[10], "i": last[0]})
         return out
-
-    def api_key_permissions(self, secret: str) -> list[str]:
-        """The stored permissions of API key `secret` (empty if unknown)."""
-        with self._read() as conn:
-            row = conn.execute(Queries.SELECT_API_KEY_PERMISSIONS, (hash_secret(secret),)).fetchone()
-        return [] if row is None else list(json.loads(row[0]))

@@ -19,6 +19,7 @@ from otel_cycles.authority._budgets import (
     derive_scopes,
     load_budgets,
     load_held_budgets,
+    reject_commit_overage,
     release_holds,
     save_budgets,
     select_budgeted,
@@ -27,7 +28,7 @@ from otel_cycles.authority._budgets import (
 from otel_cycles.authority._errors import CyclesProtocolError
 from otel_cycles.authority._idempotency import refresh_remaining_ttl, remember, replay
 from otel_cycles.authority._model import DUMPS, dumps_or_none
-from otel_cycles.authority._policy_store import decision_caps
+from otel_cycles.authority._policy_store import decision_effects
 from otel_cycles.authority._sql import Queries
 from otel_cycles.authority._store import LedgerStore
 from otel_cycles.authority._tenants import require_open_tenant, tenant_closed
@@ -62,7 +63,7 @@ class ReservationsMixin(LedgerStore):
         estimate = req["estimate"]
         unit = estimate["unit"]
         amount = estimate["amount"]
-        scopes = derive_scopes(req["subject"], tenant)
+        scopes = derive_scopes(req["subject"])
         dry_run = req["dry_run"]
         with self._tx() as conn:
             now = self.clock()
@@ -91,7 +92,8 @@ class ReservationsMixin(LedgerStore):
                         return deny_body(scopes, reason)
                     raise CyclesProtocolError(409, reason, f"{DENY_MESSAGES[reason]} at scope {b.scope}")
             # Caps only ever accompany an allow: every DENY and 409 above returned before this point.
-            caps = decision_caps(conn, tenant, scope_path, now)
+            effects = decision_effects(conn, tenant, scope_path, now)
+            caps, ttl_override = effects.caps, effects.ttl_override
             if dry_run:
                 return _with_caps(
                     {
@@ -103,18 +105,22 @@ class ReservationsMixin(LedgerStore):
                     },
                     caps,
                 )
-            ttl = req["ttl_ms"] or (policy_row and policy_row[2]) or DEFAULT_TTL_MS
-            ttl = min(ttl, (policy_row and policy_row[3]) or MAX_TTL_MS)
+            # A matching policy's overrides come before the tenant's defaults; the request's own values win.
+            ttl = (
+                req["ttl_ms"] or ttl_override.get("default_ttl_ms") or (policy_row and policy_row[2]) or DEFAULT_TTL_MS
+            )
+            ttl = min(ttl, ttl_override.get("max_ttl_ms") or (policy_row and policy_row[3]) or MAX_TTL_MS)
             grace = req["grace_period_ms"]
             if grace is None:
                 grace = DEFAULT_GRACE_MS
             policy = (
                 req["overage_policy"]
+                or effects.commit_overage_policy
                 or (policy_row and policy_row[1])
                 or budgeted[-1].commit_overage_policy
                 or "ALLOW_IF_AVAILABLE"
             )
-            max_ext = (policy_row and policy_row[4]) or DEFAULT_MAX_EXTENSIONS
+            max_ext = ttl_override.get("max_extensions", (policy_row and policy_row[4]) or DEFAULT_MAX_EXTENSIONS)
             for b in budgeted:
                 b.reserved += amount
                 b.remaining -= amount
@@ -162,7 +168,7 @@ class ReservationsMixin(LedgerStore):
         """Evaluate `req` (a validated `DecisionRequest`) without reserving; DENY carries a `reason_code`."""
         key = req["idempotency_key"]
         estimate = req["estimate"]
-        scopes = derive_scopes(req["subject"], tenant)
+        scopes = derive_scopes(req["subject"])
         with self._tx() as conn:
             stored = replay(conn, tenant, "decide", key, digest)
             if stored is not None:
@@ -180,7 +186,7 @@ class ReservationsMixin(LedgerStore):
                         body = deny_body(scopes, reason, decide=True)
                         break
             if body["decision"] == "ALLOW":
-                body = _with_caps(body, decision_caps(conn, tenant, scopes[-1], self.clock()))
+                body = _with_caps(body, decision_effects(conn, tenant, scopes[-1], self.clock()).caps)
             remember(conn, tenant, "decide", key, digest, body, self.clock())
             return body
 
@@ -207,6 +213,7 @@ class ReservationsMixin(LedgerStore):
             unit, estimate = row[5], row[6]
             budgets = load_held_budgets(conn, row[9], unit)
             delta = actual["amount"] - estimate
+            reject_commit_overage(row[14], delta)
             charged = actual["amount"]
             if delta > 0:
                 charged = estimate + charge_overage(budgets, delta, row[14], now)

@@ -12,12 +12,23 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from runcycles import CyclesClient
 from runcycles.models import DecisionResponse, DryRunResult, ErrorResponse, ReservationCreateResponse
 
 from otel_cycles._cli import main
-from otel_cycles.authority import LocalAuthority
-from otel_cycles.authority._policies import EvaluatedPolicy, parse_pattern, pattern_matches, winning_caps
+from otel_cycles.authority import CyclesProtocolError, LocalAuthority
+from otel_cycles.authority._policies import (
+    EvaluatedPolicy,
+    emitted_caps,
+    parse_pattern,
+    parse_policy_create,
+    pattern_matches,
+    winning_policy,
+)
+from otel_cycles.authority._views import iso as render_iso
+from otel_cycles.testing import CyclesTenant
 
 from .conftest import FakeClock, config, reserve_body
 
@@ -65,8 +76,8 @@ def budgets(authority: LocalAuthority) -> Any:
 
 def tenant_http(authority: LocalAuthority, tenant: str, permissions: list[str]) -> httpx.Client:
     """An httpx client with a fresh API key of `tenant` holding `permissions`."""
-    secret = authority.ledger.create_api_key({"tenant_id": tenant, "name": "p", "permissions": permissions})
-    return httpx.Client(base_url=authority.base_url, headers={"X-Cycles-API-Key": secret["key_secret"]})
+    secret = authority.create_api_key(tenant, permissions=permissions)
+    return httpx.Client(base_url=authority.base_url, headers={"X-Cycles-API-Key": secret})
 
 
 # ---- the pure rules
@@ -118,25 +129,84 @@ def test_pattern_is_canonical_lowercase_and_owned() -> None:
     assert getattr(info.value, "status", None) == 403
 
 
-def _policy(pid: str, pattern: str, priority: int, caps: dict[str, Any], created: int = 0,
+_SEGMENTS = st.sampled_from(["*", "tenant:acme", "tenant:*", "tenant:other", "workspace:eng", "workflow:*", "agent:a",
+                              "agent:*", "toolset:t", "Agent:X", "agent:", "a*", ""])  # fmt: skip
+_PATTERNS = st.one_of(st.lists(_SEGMENTS, min_size=1, max_size=5).map("/".join), st.text(max_size=40))
+_BELOW = st.sampled_from(["workspace:eng", "app:x", "workflow:w", "agent:a", "agent:b", "toolset:t"])
+_SCOPES = st.lists(_BELOW, max_size=4, unique_by=lambda seg: seg.partition(":")[0]).map(
+    lambda rest: "/".join(["tenant:acme", *sorted(rest, key=_level_index)])
+)
+
+
+def _level_index(segment: str) -> int:
+    return ("tenant", "workspace", "app", "workflow", "agent", "toolset").index(segment.partition(":")[0])
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(_PATTERNS, _SCOPES)
+def test_any_pattern_text_is_accepted_canonically_or_rejected_with_a_4xx(text: str, scope: str) -> None:
+    try:
+        pattern = parse_pattern(text, "acme")
+    except CyclesProtocolError as exc:
+        assert exc.status in (400, 403)
+        return
+    assert parse_pattern(pattern, "acme") == pattern  # the canonical form is a fixed point
+    assert pattern_matches(pattern, scope) in (True, False)
+    # Without a tenant segment (a subject without tenant) only the catch-all can match.
+    assert pattern == "*" or not pattern_matches(pattern, "agent:a")
+
+
+_SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30)
+_JSON = st.recursive(
+    _SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=6,
+)
+_FIELDS = st.sampled_from(["name", "scope_pattern", "priority", "caps", "description", "effective_from",
+                           "effective_until", "tenant_id", "status", "rate_limits", "commit_overage_policy",
+                           "reservation_ttl_override"])  # fmt: skip
+_STAMPS = st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat())
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(st.dictionaries(_FIELDS, _JSON | _STAMPS, max_size=6))
+def test_any_create_body_is_parsed_or_rejected_with_a_400(body: dict[str, Any]) -> None:
+    body = {"name": "n", "scope_pattern": "*"} | body
+    try:
+        fields = parse_policy_create(body)
+    except CyclesProtocolError as exc:
+        assert exc.status == 400
+        return
+    for field in ("effective_from", "effective_until"):
+        if field in fields:
+            render_iso(fields[field])  # whatever was accepted renders in the Policy response
+
+
+def _policy(pid: str, pattern: str, priority: int, created: int = 0,
             window: tuple[int | None, int | None] = (None, None)) -> EvaluatedPolicy:  # fmt: skip
-    return EvaluatedPolicy(pid, pattern, priority, caps, window[0], window[1], created)
+    return EvaluatedPolicy(pid, pattern, priority, "{}", None, None, window[0], window[1], created)
+
+
+def _winner(policies: list[EvaluatedPolicy], now: int = 0) -> str | None:
+    won = winning_policy(policies, "tenant:acme/agent:a", now)
+    return None if won is None else won.policy_id
 
 
 def test_winner_is_highest_priority_then_oldest_and_respects_windows() -> None:
-    scope = "tenant:acme/agent:a"
-    low, high = _policy("p1", "agent:*", 1, {"max_tokens": 1}), _policy("p2", "*", 5, {"max_tokens": 5})
-    assert winning_caps([low, high], scope, 0) == {"max_tokens": 5}
-    older, newer = _policy("p9", "*", 5, {"max_tokens": 9}, created=1), _policy("p0", "*", 5, {"max_tokens": 0}, 2)
-    assert winning_caps([newer, older], scope, 0) == {"max_tokens": 9}
-    later = _policy("p3", "*", 9, {"max_tokens": 3}, window=(100, 200))
-    assert [winning_caps([low, later], scope, t) for t in (99, 100, 199, 200)] == [
-        {"max_tokens": 1}, {"max_tokens": 3}, {"max_tokens": 3}, {"max_tokens": 1}]  # fmt: skip
+    low, high, other = _policy("low", "agent:*", 1), _policy("high", "*", 5), _policy("other", "agent:b", 9)
+    assert _winner([low, high, other]) == "high"
+    older, newer = _policy("p9", "*", 5, created=1), _policy("p0", "*", 5, created=2)
+    assert _winner([newer, older]) == _winner([older, newer]) == "p9"
+    later = _policy("later", "*", 9, window=(100, 200))
+    assert [_winner([low, later], t) for t in (99, 100, 199, 200)] == ["low", "later", "later", "low"]
+    assert _winner([other]) is None
+
+
+def test_emitted_caps_drop_empty_tool_lists() -> None:
     # An empty allowlist means "no restriction" in the spec; runcycles would read it as "nothing allowed".
-    assert winning_caps([_policy("p", "*", 0, {"tool_allowlist": [], "tool_denylist": ["x"]})], scope, 0) == {
-        "tool_denylist": ["x"]
-    }
-    assert winning_caps([_policy("p", "*", 0, {"tool_allowlist": []})], scope, 0) is None
+    assert emitted_caps({"tool_allowlist": [], "tool_denylist": ["x"]}) == {"tool_denylist": ["x"]}
+    assert emitted_caps({"tool_allowlist": []}) is None and emitted_caps({}) is None
+    assert emitted_caps({"max_tokens": 0, "tool_allowlist": ["a"]}) == {"max_tokens": 0, "tool_allowlist": ["a"]}
 
 
 # ---- caps on decisions, over HTTP with the runcycles client
@@ -168,6 +238,37 @@ def test_reserve_caps_by_scope_pattern(
 def test_subject_case_is_canonicalized_before_matching(authority: LocalAuthority, client: CyclesClient) -> None:
     authority.create_policy("acme", "*/agent:bot", CAPS)
     assert caps_of(client, {"tenant": "acme", "agent": "Bot"}) == CAPS
+
+
+def test_overage_and_ttl_overrides_apply_to_new_reservations(
+    authority: LocalAuthority, client: CyclesClient, clock: FakeClock
+) -> None:
+    authority.create_policy("acme", "agent:*", None, name="strict", priority=1, commit_overage_policy="REJECT",
+                            reservation_ttl_override={"default_ttl_ms": 5_000, "max_ttl_ms": 10_000,
+                                                      "max_extensions": 0})  # fmt: skip
+    authority.create_policy("acme", "*", CAPS, name="caps below")  # a policy without caps hides no caps
+    created = reserve(client, DEEP)
+    assert created["caps"] == CAPS and created["remaining_ttl_ms"] == 5_000
+    assert created["expires_at_ms"] == clock.now + 5_000
+    assert reserve(client, DEEP, ttl_ms=60_000)["remaining_ttl_ms"] == 10_000  # capped at max_ttl_ms
+    over = client.commit_reservation(
+        created["reservation_id"], {"idempotency_key": "c1", "actual": {"unit": "USD_MICROCENTS", "amount": 1_001}}
+    )
+    assert over.status == 409 and over.body["error"] == "BUDGET_EXCEEDED"  # REJECT from the policy
+    extend = client.extend_reservation(created["reservation_id"], {"idempotency_key": "e1", "extend_by_ms": 1_000})
+    assert extend.status == 409 and extend.body["error"] == "MAX_EXTENSIONS_EXCEEDED"
+    # The request's own overage policy still wins; scopes the policy does not match keep the defaults.
+    own = reserve(client, DEEP, overage_policy="ALLOW_IF_AVAILABLE")
+    ok = client.commit_reservation(
+        own["reservation_id"], {"idempotency_key": "c2", "actual": {"unit": "USD_MICROCENTS", "amount": 1_001}}
+    )
+    assert ok.status == 200, ok.body
+    assert reserve(client, {"tenant": "acme", "workspace": "eng"})["remaining_ttl_ms"] == 60_000
+    for rid in (created["reservation_id"],):
+        client.release_reservation(rid, {"idempotency_key": f"r-{rid}"})
+    policy = authority.policies("acme")[0]
+    assert policy["commit_overage_policy"] == "REJECT" and policy["reservation_ttl_override"]["max_extensions"] == 0
+    assert_policy(policy)
 
 
 def test_highest_priority_wins_and_updates_take_effect(authority: LocalAuthority, client: CyclesClient) -> None:
@@ -263,6 +364,13 @@ def test_policies_survive_a_restart(tmp_path: Any) -> None:
         assert [p["caps"] for p in second.policies("acme")] == [CAPS]
 
 
+def test_cycles_tenant_fixture_creates_policies(cycles_tenant: CyclesTenant) -> None:
+    policy = cycles_tenant.create_policy(cycles_tenant.scope("agent:bot"), CAPS, priority=2)
+    assert policy["scope_pattern"] == f"tenant:{cycles_tenant.id}/agent:bot" and policy["priority"] == 2
+    assert caps_of(cycles_tenant.client, {"tenant": cycles_tenant.id, "agent": "bot"}) == CAPS
+    assert caps_of(cycles_tenant.client, {"tenant": cycles_tenant.id, "agent": "other"}) is None
+
+
 # ---- the admin API: shapes, validation, auth, isolation
 
 
@@ -308,6 +416,8 @@ def test_admin_create_get_patch_list(authority: LocalAuthority, admin: httpx.Cli
     ext = admin.get("/v1/admin/policies", params={"tenant_id": "acme", "has_action_quotas": "true"})
     assert ext.status_code == 200 and len(ext.json()["policies"]) == 2
     assert admin.get("/v1/admin/policies", params={"tenant_id": "other"}).json()["policies"] == []
+    filtered = admin.get("/v1/admin/policies", params={"tenant_id": "acme", "scope_pattern": "tenant:other/*"})
+    assert filtered.status_code == 200 and filtered.json()["policies"] == []
 
 
 def test_duplicate_names_conflict(authority: LocalAuthority, admin: httpx.Client) -> None:
@@ -351,10 +461,19 @@ BAD_CREATES: list[Any] = [
     {**_VALID, "effective_from": "yesterday"},
     {**_VALID, "effective_from": "2026-01-01T00:00:00"},  # no offset
     {**_VALID, "effective_from": 1700000000000},
+    {**_VALID, "effective_from": "0001-01-01T00:00:00+01:00"},  # before year 1 in UTC: not renderable
+    {**_VALID, "effective_until": "9999-12-31T23:59:59-14:00"},  # after year 9999 in UTC
+    {**_VALID, "effective_until": "2026-01-01T00:00:00+25:00"},
     {**_VALID, "effective_from": "2026-01-02T00:00:00Z", "effective_until": "2026-01-01T00:00:00Z"},
     {**_VALID, "rate_limits": {"max_reservations_per_minute": 10}},  # not enforced here: refused, not ignored
-    {**_VALID, "commit_overage_policy": "REJECT"},
-    {**_VALID, "reservation_ttl_override": {"max_ttl_ms": 10_000}},
+    {**_VALID, "commit_overage_policy": "NOPE"},
+    {**_VALID, "commit_overage_policy": ["REJECT"]},
+    {**_VALID, "reservation_ttl_override": {"max_ttl_ms": 999}},
+    {**_VALID, "reservation_ttl_override": {"default_ttl_ms": 86_400_001}},
+    {**_VALID, "reservation_ttl_override": {"max_extensions": -1}},
+    {**_VALID, "reservation_ttl_override": {"max_extensions": "2"}},
+    {**_VALID, "reservation_ttl_override": {"colour": 1}},
+    {**_VALID, "reservation_ttl_override": []},
     {**_VALID, "status": "ACTIVE"},  # not a create field
 ]
 
@@ -385,7 +504,7 @@ def test_malformed_requests_are_4xx(authority: LocalAuthority, admin: httpx.Clie
     assert_error(admin.get("/v1/admin/policies/pol_missing"), 404, "NOT_FOUND")
     assert_error(admin.patch("/v1/admin/policies/pol_missing", json={"priority": 1}), 404, "NOT_FOUND")
     assert_error(admin.delete("/v1/admin/policies/pol_missing"), 405)
-    assert_error(admin.post("/v1/admin/policies", json={**_VALID, "tenant_id": "nobody"}), 404, "NOT_FOUND")
+    assert_error(admin.post("/v1/admin/policies", json={**_VALID, "tenant_id": "nobody"}), 400, "TENANT_NOT_FOUND")
 
 
 def test_auth_and_permissions(authority: LocalAuthority, api_key: str) -> None:
