@@ -1,0 +1,45 @@
+"""Terminal output shared by the CLI commands: amounts in words, rich tables that fit 80 columns, JSON for scripts."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+__all__ = ["amount", "print_json", "print_table"]
+
+_MICROCENTS_PER_USD = Decimal(100_000_000)
+
+
+def amount(value: Any) -> str:
+    """An `Amount` (`{"unit", "amount"}`) or None as a short string: `$0.50` for USD_MICROCENTS, else `1,000 TOKENS`."""
+    if not isinstance(value, dict) or not isinstance(value.get("amount"), int):
+        return "-"
+    n: int = value["amount"]
+    if value.get("unit") == "USD_MICROCENTS":
+        usd = Decimal(abs(n)) / _MICROCENTS_PER_USD
+        # Cents when whole; else as many decimals as needed (8 at most: 1 µ¢ is 1e-8 USD).
+        text = f"{usd:,.2f}" if usd == usd.quantize(Decimal("0.01")) else f"{usd.normalize():,f}"
+        return ("-" if n < 0 else "") + "$" + text
+    return f"{n:,} {value.get('unit', '')}".strip()
+
+
+def print_json(value: Any) -> None:
+    """Indented JSON on stdout (for scripts and `jq`)."""
+    print(json.dumps(value, indent=2))
+
+
+def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """A rich table on stdout, at most 80 columns wide unless the terminal is wider; cells wrap rather than truncate."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=max(80, Console().width) if sys.stdout.isatty() else 80, soft_wrap=False)
+    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False, box=None, header_style="bold")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
