@@ -23,7 +23,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
         admin_key = "cyc_admin_" + secrets.token_hex(16)
         print(f"admin key (X-Admin-API-Key): {admin_key}", file=sys.stderr, flush=True)
-    serve(args.db, host=args.host, port=args.port, admin_key=admin_key, sweep_interval_s=args.sweep_interval)
+    ttl = args.key_ttl_days or None  # 0: keys never expire
+    serve(args.db, host=args.host, port=args.port, admin_key=admin_key, sweep_interval_s=args.sweep_interval,
+          key_ttl_days=ttl)  # fmt: skip
     return 0
 
 
@@ -109,6 +111,7 @@ def add_authority_command(subparsers: Any) -> None:
     serve.add_argument("--port", type=int, default=7878, help="TCP port, 0 = any free port (default 7878)")
     serve.add_argument("--admin-key", help="admin secret (default: $CYCLES_ADMIN_API_KEY, else a random one)")
     serve.add_argument("--sweep-interval", type=float, default=1.0, help="seconds between expiry sweeps")
+    serve.add_argument("--key-ttl-days", type=float, default=90, help="lifetime of new API keys (0 = never expire)")
     serve.set_defaults(handler=_cmd_serve)
 
     tenant = commands.add_parser("tenant", help="tenants").add_subparsers(dest="tenant_command", metavar="COMMAND")

@@ -17,11 +17,18 @@ from otel_cycles.authority._http_messages import Request, ResponseWriter, new_re
 from otel_cycles.authority._http_runtime import RuntimeHandlers
 from otel_cycles.authority.ledger import SQLiteLedger
 
-__all__ = ["AuthorityApp"]
+__all__ = ["LIVENESS_PATH", "AuthorityApp"]
 
 _log = logging.getLogger("otel_cycles.authority")
 
 Handler = Callable[[Request], tuple[int, Any]]
+
+LIVENESS_PATH = "/actuator/health/liveness"
+"""The reference server's liveness probe (Spring Boot actuator): no authentication, `{"status": "UP"}`."""
+
+
+def _liveness(req: Request) -> tuple[int, Any]:
+    return 200, {"status": "UP"}
 
 
 class AuthorityApp(RuntimeHandlers, AdminHandlers):
@@ -62,6 +69,8 @@ class AuthorityApp(RuntimeHandlers, AdminHandlers):
             return self.responses.error(err, request_id, trace)
 
     def _route(self, path: str, method: str) -> tuple[Handler | None, list[str]]:
+        if path == LIVENESS_PATH:
+            return ({"GET": _liveness}.get(method), ["GET"])
         parts = path.split("/")
         # parts[0] is "" for an absolute path; expect "", "v1", ...
         if len(parts) < 3 or parts[0] or parts[1] != "v1":
@@ -96,7 +105,9 @@ class AuthorityApp(RuntimeHandlers, AdminHandlers):
         if len(rest) == 2 and rest[0] == "tenants":
             return {"GET": self._admin_get_tenant, "PATCH": self._admin_patch_tenant}
         if rest == ["api-keys"]:
-            return {"POST": self._admin_create_key}
+            return {"POST": self._admin_create_key, "GET": self._admin_list_keys}
+        if len(rest) == 2 and rest[0] == "api-keys":
+            return {"DELETE": self._admin_revoke_key}
         if rest == ["budgets"]:
             return {
                 "POST": self._admin_create_budget,

@@ -19,6 +19,7 @@ from otel_cycles.authority._budgets import (
     derive_scopes,
     load_budgets,
     load_held_budgets,
+    reject_commit_overage,
     release_holds,
     save_budgets,
     select_budgeted,
@@ -61,7 +62,7 @@ class ReservationsMixin(LedgerStore):
         estimate = req["estimate"]
         unit = estimate["unit"]
         amount = estimate["amount"]
-        scopes = derive_scopes(req["subject"], tenant)
+        scopes = derive_scopes(req["subject"])
         dry_run = req["dry_run"]
         with self._tx() as conn:
             now = self.clock()
@@ -153,7 +154,7 @@ class ReservationsMixin(LedgerStore):
         """Evaluate `req` (a validated `DecisionRequest`) without reserving; DENY carries a `reason_code`."""
         key = req["idempotency_key"]
         estimate = req["estimate"]
-        scopes = derive_scopes(req["subject"], tenant)
+        scopes = derive_scopes(req["subject"])
         with self._tx() as conn:
             stored = replay(conn, tenant, "decide", key, digest)
             if stored is not None:
@@ -196,6 +197,7 @@ class ReservationsMixin(LedgerStore):
             unit, estimate = row[5], row[6]
             budgets = load_held_budgets(conn, row[9], unit)
             delta = actual["amount"] - estimate
+            reject_commit_overage(row[14], delta)
             charged = actual["amount"]
             if delta > 0:
                 charged = estimate + charge_overage(budgets, delta, row[14], now)

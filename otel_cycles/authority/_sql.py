@@ -13,6 +13,10 @@ _RESERVATION_COLUMNS = (
     "budgeted_json, created_at_ms, expires_at_ms, grace_ms, idempotency_key, overage_policy, metadata_json, "
     "extension_count, max_extensions, charged, committed_metadata_json, finalized_at_ms"
 )
+_API_KEY_VIEW = (
+    "SELECT key_id, tenant_id, name, key_prefix, permissions_json, status, created_at_ms, expires_at_ms, "
+    "revoked_at_ms, revoked_reason FROM api_keys"
+)
 
 
 class Queries:
@@ -41,7 +45,9 @@ class Queries:
         permissions_json TEXT NOT NULL,
         status TEXT NOT NULL,
         created_at_ms INTEGER NOT NULL,
-        expires_at_ms INTEGER
+        expires_at_ms INTEGER,
+        revoked_at_ms INTEGER,
+        revoked_reason TEXT
     );
     CREATE TABLE IF NOT EXISTS budgets (
         scope TEXT NOT NULL,
@@ -112,6 +118,9 @@ class Queries:
     );
     """
 
+    ADDED_COLUMNS = (("api_keys", "revoked_at_ms", "INTEGER"), ("api_keys", "revoked_reason", "TEXT"))
+    """Columns added after the first release: `connect` adds them to a database created before them."""
+
     # -- idempotency
     SELECT_IDEMPOTENCY = (
         "SELECT payload_hash, response_json FROM idempotency WHERE tenant_id = ? AND endpoint = ? AND idem_key = ?"
@@ -149,7 +158,16 @@ class Queries:
         "INSERT INTO api_keys (key_hash, key_id, tenant_id, name, key_prefix, permissions_json, status, "
         "created_at_ms, expires_at_ms) VALUES (?, ?, ?, ?, ?, ?, 'ACTIVE', ?, ?)"
     )
-    SELECT_API_KEY = "SELECT tenant_id, status, expires_at_ms FROM api_keys WHERE key_hash = ?"
+    SELECT_API_KEY = (
+        "SELECT key_id, tenant_id, status, expires_at_ms, permissions_json FROM api_keys WHERE key_hash = ?"
+    )
+    SELECT_API_KEY_BY_ID = f"{_API_KEY_VIEW} WHERE key_id = ?"
+    SELECT_API_KEYS = f"{_API_KEY_VIEW} ORDER BY created_at_ms DESC, key_id DESC"
+    SELECT_API_KEYS_OF_TENANT = f"{_API_KEY_VIEW} WHERE tenant_id = ? ORDER BY created_at_ms DESC, key_id DESC"
+    REVOKE_API_KEY = (
+        "UPDATE api_keys SET status = 'REVOKED', revoked_at_ms = ?, revoked_reason = ? "
+        "WHERE key_id = ? AND status = 'ACTIVE'"
+    )
 
     # -- budgets
     SELECT_BUDGET = f"SELECT {_BUDGET_COLUMNS} FROM budgets WHERE scope = ? AND unit = ?"
