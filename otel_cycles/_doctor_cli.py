@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from rich.text import Text
 
 from otel_cycles._tables import print_json, print_table
-from otel_cycles.doctor import SUBJECT_LEVELS, Check, as_json, diagnose, exit_code, settings_from_env
+
+if TYPE_CHECKING:
+    from otel_cycles.doctor import Check
 
 __all__ = ["add_doctor_command"]
 
-_MARK = {"ok": "[green]ok[/]", "warn": "[yellow]WARN[/]", "fail": "[red]FAIL[/]", "skip": "skip"}
+SUBJECT_LEVELS = ("tenant", "workspace", "app", "workflow", "agent", "toolset")
+_MARK = {"ok": Text("ok", "green"), "warn": Text("WARN", "yellow"), "fail": Text("FAIL", "red")}
 
 
 def render(checks: list[Check]) -> None:
     """Print the findings as a table, then one fix line per problem."""
-    print_table(None, ["", "check", "result"], [(_MARK[c.status], c.name, c.detail) for c in checks])
+    from otel_cycles.doctor import exit_code
+
+    print_table(None, ["", "check", "result"], [(_MARK[c.status], c.name, c.detail) for c in checks], wrap=2)
     problems = [c for c in checks if c.fix and c.status in ("fail", "warn")]
     if problems:
         print()
@@ -27,6 +34,8 @@ def render(checks: list[Check]) -> None:
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
     """Check the Cycles deployment the callback would use (CYCLES_* variables, or flags): never changes the ledger."""
+    from otel_cycles.doctor import as_json, diagnose, exit_code, settings_from_env
+
     overrides: dict[str, Any] = {
         "base_url": args.url,
         "api_key": args.api_key,

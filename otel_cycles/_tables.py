@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
+from rich.text import Text
+
 __all__ = ["amount", "print_json", "print_table"]
 
 _MICROCENTS_PER_USD = Decimal(100_000_000)
@@ -31,15 +33,22 @@ def print_json(value: Any) -> None:
     print(json.dumps(value, indent=2))
 
 
-def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    """A rich table on stdout, at most 80 columns wide unless the terminal is wider; cells wrap rather than truncate."""
+def print_table(
+    title: str | None, columns: Sequence[str], rows: Sequence[Sequence[str | Text]], *, wrap: int = 0
+) -> None:
+    """A table on stdout: the terminal's width, 80 columns when piped. Column `wrap` (a scope, a list) wraps to make
+    the table fit; the others (ids, amounts, dates) stay on one line. Plain `str` cells are printed as they are (no
+    rich markup); pass `rich.text.Text` for styled ones."""
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(width=max(80, Console().width) if sys.stdout.isatty() else 80, soft_wrap=False)
-    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False, box=None, header_style="bold")
-    for column in columns:
-        table.add_column(column, overflow="fold")
+    if not rows:
+        print(f"{title + ': ' if title else ''}none")
+        return
+    console = Console(width=None if sys.stdout.isatty() else 80)
+    table = Table(title=title, title_justify="left", box=None, pad_edge=False, header_style="bold")
+    for i, column in enumerate(columns):
+        table.add_column(column, overflow="fold", no_wrap=i != wrap % len(columns))
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(cell if isinstance(cell, Text) else Text(cell) for cell in row))
     console.print(table)

@@ -28,9 +28,9 @@ from runcycles.response import CyclesResponse
 
 from otel_cycles._tables import amount
 
-__all__ = ["Check", "DoctorSettings", "Status", "diagnose", "exit_code", "settings_from_env"]
+__all__ = ["Check", "DoctorSettings", "Status", "as_json", "diagnose", "exit_code", "settings_from_env"]
 
-Status = Literal["ok", "warn", "fail", "skip"]
+Status = Literal["ok", "warn", "fail"]
 
 SUBJECT_LEVELS = ("tenant", "workspace", "app", "workflow", "agent", "toolset")
 RUNTIME_PERMISSIONS = ("reservations:create", "reservations:commit", "reservations:release", "reservations:extend")
@@ -130,6 +130,21 @@ class _Probe:
         return reply
 
 
+def _ok(name: str, detail: str) -> Check:
+    return Check(name, "ok", detail)
+
+
+def _warn(name: str, detail: str, fix: str) -> Check:
+    return Check(name, "warn", detail, fix)
+
+
+def _fail(name: str, detail: str, fix: str) -> Check:
+    return Check(name, "fail", detail, fix)
+
+
+_INCOMPATIBLE = "the server is not Cycles v0 compatible: upgrade it or fix the URL"
+
+
 def _error(reply: _Reply) -> str:
     body = reply.body if isinstance(reply.body, dict) else {}
     return f"{reply.status} {body.get('error', '')}: {body.get('message', '')}".strip(": ")
@@ -148,30 +163,20 @@ def _strict(model: type[BaseModel], body: Any) -> str | None:
 def _config_checks(s: DoctorSettings) -> list[Check]:
     checks: list[Check] = []
     if not s.base_url.startswith(("http://", "https://")):
-        checks.append(
-            Check(
-                "settings",
-                "fail",
-                f"base URL {s.base_url!r} has no http:// or https:// scheme",
-                "set CYCLES_BASE_URL (or --url) to e.g. http://127.0.0.1:7878",
-            )
-        )
+        detail = f"base URL {s.base_url!r} has no http:// or https:// scheme"
+        checks.append(_fail("settings", detail, "set CYCLES_BASE_URL (or --url) to e.g. http://127.0.0.1:7878"))
     if not s.api_key:
-        checks.append(Check("settings", "fail", "no API key", "set CYCLES_API_KEY (or --api-key) to the tenant's key"))
+        checks.append(_fail("settings", "no API key", "set CYCLES_API_KEY (or --api-key) to the tenant's key"))
     if not s.tenant:
-        checks.append(
-            Check(
-                "tenant",
-                "fail",
-                "no tenant configured: the callback needs one",
-                "set CYCLES_TENANT (or --tenant) to the API key's tenant",
-            )
-        )
+        detail = "no tenant configured: the callback needs one"
+        checks.append(_fail("tenant", detail, "set CYCLES_TENANT (or --tenant) to the API key's tenant"))
     return checks
 
 
 def diagnose(settings: DoctorSettings, transport: httpx.BaseTransport | None = None) -> list[Check]:
-    """Run every check against the authority and return the findings (never raises for server behaviour)."""
+    """Run every check against the authority and return the findings (never raises for server behaviour).
+
+    `transport` is for tests that put a proxy in front of a real server."""
     checks = _config_checks(settings)
     if any(c.name == "settings" for c in checks):
         return checks
@@ -193,67 +198,36 @@ def _reachable(probe: _Probe, _: list[Check]) -> tuple[list[Check], bool]:
     except httpx.HTTPError as exc:
         detail = f"cannot reach {url}: {type(exc).__name__}: {exc}".rstrip(": ")
         fix = "start the authority (otel-cycles authority serve) or fix CYCLES_BASE_URL / --url"
-        return [Check("reachable", "fail", detail, fix)], True
+        return [_fail("reachable", detail, fix)], True
     if reply.status == 404 and not (isinstance(reply.body, dict) and "error" in reply.body):
-        return [
-            Check(
-                "reachable",
-                "fail",
-                f"{url} answers but is not a Cycles server (404 on /v1/reservations)",
-                "point CYCLES_BASE_URL at the Cycles runtime plane",
-            )
-        ], True
+        detail = f"{url} answers but is not a Cycles server (404 on /v1/reservations)"
+        return [_fail("reachable", detail, "point CYCLES_BASE_URL at the Cycles runtime plane")], True
     probe.granted["reservations:list"] = reply.status == 200
-    return [Check("reachable", "ok", f"{url} answered HTTP {reply.status} in {reply.elapsed_ms:.1f} ms")], False
+    return [_ok("reachable", f"{url} answered HTTP {reply.status} in {reply.elapsed_ms:.1f} ms")], False
 
 
 def _key_and_tenant(probe: _Probe, _: list[Check]) -> tuple[list[Check], bool]:
+    """The reservations read above tells whether the key works and, through `X-Cycles-Tenant`, whose it is."""
     reply = probe.replies[-1]
     s = probe.settings
     if reply.status == 401:
-        return [
-            Check(
-                "api key",
-                "fail",
-                f"the API key is refused ({_error(reply)})",
-                "create one: otel-cycles authority api-key create <tenant>; set CYCLES_API_KEY",
-            )
-        ], True
+        fix = "create one: otel-cycles authority api-key create <tenant>; set CYCLES_API_KEY"
+        return [_fail("api key", f"the API key is refused ({_error(reply)})", fix)], True
+    if reply.status >= 400 and reply.status != 403:  # 403: no reservations:list; the later checks still apply
+        return [_fail("api key", f"listing reservations failed: {_error(reply)}", "check the server's logs")], True
     key_tenant = reply.headers.get("x-cycles-tenant")
-    if reply.status >= 400 and reply.status != 403:
-        return [
-            Check(
-                "api key",
-                "fail",
-                f"listing reservations failed: {_error(reply)}",
-                "check the server's logs; the key could not be verified",
-            )
-        ], True
-    if key_tenant is None:
-        # No header (a server that does not send it, or 403 without reservations:list): ask balances of our tenant.
-        check = Check("api key", "ok", "accepted (tenant not reported by the server)")
-    elif s.tenant and key_tenant != s.tenant:
-        return [
-            Check(
-                "api key",
-                "fail",
-                f"the API key belongs to tenant {key_tenant!r}, not {s.tenant!r}",
-                f"use {s.tenant}'s key, or set CYCLES_TENANT={key_tenant}",
-            )
-        ], True
-    else:
-        check = Check("api key", "ok", f"accepted, tenant {key_tenant!r}")
-    if not s.tenant:
-        s.tenant = key_tenant  # diagnose the rest with the key's tenant; the config check already failed
-    if not s.tenant:
-        return [check], True
-    return [check], False
+    if key_tenant and s.tenant and key_tenant != s.tenant:
+        detail = f"the API key belongs to tenant {key_tenant!r}, not {s.tenant!r}"
+        return [_fail("api key", detail, f"use {s.tenant}'s key, or set CYCLES_TENANT={key_tenant}")], True
+    check = _ok("api key", f"accepted, tenant {key_tenant!r}" if key_tenant else "accepted (tenant not reported)")
+    s.tenant = s.tenant or key_tenant  # with no tenant configured (already a problem), diagnose the key's
+    return [check], not s.tenant
 
 
 def _budgets(probe: _Probe, _: list[Check]) -> tuple[list[Check], bool]:
+    """A dry run names the scopes the callback charges (`affected_scopes`); the balances say what each has left."""
     s = probe.settings
     tenant = s.tenant or ""
-    checks: list[Check] = []
     body = {
         "idempotency_key": f"otel-cycles-doctor-{uuid.uuid4()}",
         "subject": s.subject(tenant),
@@ -264,81 +238,53 @@ def _budgets(probe: _Probe, _: list[Check]) -> tuple[list[Check], bool]:
     dry = probe.call("POST", "/v1/reservations", json=body)
     probe.granted["reservations:create"] = dry.status not in (401, 403)
     parsed = _schema_valid_create(CyclesResponse(status=dry.status, body=dry.body))
+    checks: list[Check] = []
     balances = _read_balances(probe, tenant, checks)
-    scopes: list[str] = list(parsed.affected_scopes) if parsed is not None else _derive(s.subject(tenant))
+    scopes = list(parsed.affected_scopes) if parsed is not None else _derive(s.subject(tenant))
     by_scope = {b["scope_path"]: b for b in balances or [] if b["remaining"]["unit"] == s.unit}
-    budgeted = [scope for scope in scopes if scope in by_scope]
+    short = None  # the first scope that cannot cover the estimate
     for scope in scopes:
         b = by_scope.get(scope)
         if b is None:
-            if balances is not None and budgeted:
-                checks.append(
-                    Check(
-                        f"budget {scope}",
-                        "warn",
-                        "no budget: calls are not limited at this level",
-                        f"otel-cycles authority budget create {scope} <amount>, or drop this level",
-                    )
-                )
+            if by_scope:
+                fix = f"otel-cycles authority budget create {scope} <amount>, or drop this level"
+                checks.append(_warn(f"budget {scope}", "no budget: calls are not limited at this level", fix))
             continue
-        left = f"{amount(b.get('remaining'))} left of {amount(b.get('allocated'))}, {amount(b.get('reserved'))} held"
-        remaining = (b.get("remaining") or {}).get("amount", 0)
+        remaining = b["remaining"]["amount"]
+        short = short or (scope if remaining < s.estimate else None)
+        left = f"{amount(b['remaining'])} left of {amount(b.get('allocated'))}, {amount(b.get('reserved'))} held"
         if remaining <= 0 or b.get("is_over_limit"):
-            checks.append(
-                Check(
-                    f"budget {scope}",
-                    "fail",
-                    f"exhausted: {left}",
-                    f"otel-cycles authority budget fund {scope} CREDIT <amount>",
-                )
-            )
+            fix = f"otel-cycles authority budget fund {scope} CREDIT <amount>"
+            checks.append(_fail(f"budget {scope}", f"exhausted: {left}", fix))
         else:
-            checks.append(Check(f"budget {scope}", "ok", left))
-    if balances is not None and not budgeted:
+            checks.append(_ok(f"budget {scope}", left))
+    if balances is not None and not any(scope in by_scope for scope in scopes):
         path = scopes[-1] if scopes else f"tenant:{tenant}"
-        checks.append(
-            Check(
-                "budgets",
-                "fail",
-                f"no {s.unit} budget at any of {', '.join(scopes) or path}: every call would be refused",
-                f"otel-cycles authority budget create {path} <amount>",
-            )
-        )
-    checks.append(_dry_run_check(dry, parsed, s))
+        detail = f"no {s.unit} budget at any of {', '.join(scopes) or path}: every call would be refused"
+        checks.append(_fail("budgets", detail, f"otel-cycles authority budget create {path} <amount>"))
+    checks.append(_dry_run_check(dry, parsed, s, short or (scopes[-1] if scopes else f"tenant:{tenant}")))
     return checks, False
 
 
 def _derive(subject: dict[str, str]) -> list[str]:
+    """The scopes of `subject` as the protocol derives them (gaps skipped, values lowercased)."""
     parts = [f"{level}:{subject[level].lower()}" for level in SUBJECT_LEVELS if level in subject]
     return ["/".join(parts[: i + 1]) for i in range(len(parts))]
 
 
 def _read_balances(probe: _Probe, tenant: str, checks: list[Check]) -> list[dict[str, Any]] | None:
     out: list[dict[str, Any]] = []
-    params = {"tenant": tenant, "limit": "200"}
+    params = {"tenant": tenant, "limit": "100"}
     while True:
         reply = probe.call("GET", "/v1/balances", params=params)
         probe.granted["balances:read"] = reply.status == 200
         if reply.status != 200:
-            checks.append(
-                Check(
-                    "balances",
-                    "warn",
-                    f"cannot read balances: {_error(reply)}",
-                    "give the key balances:read to see what is left (denials then name the scope)",
-                )
-            )
+            fix = "give the key balances:read to see what is left (denials then name the scope)"
+            checks.append(_warn("balances", f"cannot read balances: {_error(reply)}", fix))
             return None
         problem = _strict(BalanceResponse, reply.body)
         if problem is not None:
-            checks.append(
-                Check(
-                    "protocol",
-                    "fail",
-                    f"GET /v1/balances does not parse: {problem}",
-                    "the server is not Cycles v0 compatible: upgrade it or fix the URL",
-                )
-            )
+            checks.append(_fail("protocol", f"GET /v1/balances does not parse: {problem}", _INCOMPATIBLE))
             return None
         out.extend(reply.body["balances"])
         cursor = reply.body.get("next_cursor")
@@ -352,39 +298,29 @@ def _caps(body: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in caps.items() if v is not None)
 
 
-def _dry_run_check(dry: _Reply, parsed: Any, s: DoctorSettings) -> Check:
+def _dry_run_check(dry: _Reply, parsed: ReservationCreateResponse | None, s: DoctorSettings, scope: str) -> Check:
     asked = amount({"unit": s.unit, "amount": s.estimate})
     if parsed is None:
         if dry.status == 200:
             problem = _strict(ReservationCreateResponse, dry.body) or "fields outside the spec or JSON nulls"
-            return Check(
-                "dry run",
-                "fail",
-                f"the dry-run answer does not parse with runcycles: {problem}",
-                "the server is not Cycles v0 compatible: upgrade it",
-            )
+            return _fail("dry run", f"the dry-run answer does not parse with runcycles: {problem}", _INCOMPATIBLE)
         if dry.status == 403:
-            return Check(
-                "dry run",
-                "fail",
-                f"refused: {_error(dry)}",
-                "give the key reservations:create (the default runtime permissions)",
-            )
-        return Check("dry run", "fail", f"refused: {_error(dry)}", _fix_for(dry.body, s))
+            return _fail("dry run", f"refused: {_error(dry)}", "give the key reservations:create (runtime permissions)")
+        code = dry.body.get("error") if isinstance(dry.body, dict) else None
+        return _fail("dry run", f"refused: {_error(dry)}", _fix_for(code, scope))
     if parsed.decision.value == "DENY":
         reason = parsed.reason_code or "DENY"
-        return Check("dry run", "fail", f"a {asked} call would be denied: {reason}", _fix_for({"error": reason}, s))
+        return _fail("dry run", f"a {asked} call would be denied: {reason}", _fix_for(reason, scope))
     caps = _caps(dry.body)
     if caps:
-        return Check("dry run", "ok", f"a {asked} call would be allowed with caps: {caps}")
-    return Check("dry run", "ok", f"a {asked} call would be allowed ({parsed.decision.value})")
+        return _ok("dry run", f"a {asked} call would be allowed with caps: {caps}")
+    return _ok("dry run", f"a {asked} call would be allowed ({parsed.decision.value})")
 
 
-def _fix_for(body: Any, s: DoctorSettings) -> str:
-    code = body.get("error") if isinstance(body, dict) else None
-    scope = _derive(s.subject(s.tenant or ""))[-1] if s.tenant else "<scope>"
+def _fix_for(code: str | None, scope: str) -> str:
+    """The fix for a denial or refusal `code` at `scope`."""
     return {
-        "BUDGET_EXCEEDED": f"fund the limiting budget: otel-cycles authority budget fund {scope} CREDIT <amount>",
+        "BUDGET_EXCEEDED": f"fund it: otel-cycles authority budget fund {scope} CREDIT <amount>",
         "BUDGET_FROZEN": f"unfreeze it: otel-cycles authority budget unfreeze {scope}",
         "BUDGET_CLOSED": f"create a new budget: otel-cycles authority budget create {scope} <amount>",
         "BUDGET_NOT_FOUND": f"otel-cycles authority budget create {scope} <amount>",
@@ -396,7 +332,7 @@ def _fix_for(body: Any, s: DoctorSettings) -> str:
     }.get(str(code), "see the server's message")
 
 
-def _decide(probe: _Probe, _: list[Check]) -> tuple[list[Check], bool]:
+def _decide(probe: _Probe, checks: list[Check]) -> tuple[list[Check], bool]:
     s = probe.settings
     body = {
         "idempotency_key": f"otel-cycles-doctor-{uuid.uuid4()}",
@@ -406,104 +342,71 @@ def _decide(probe: _Probe, _: list[Check]) -> tuple[list[Check], bool]:
     }
     reply = probe.call("POST", "/v1/decide", json=body)
     if reply.status != 200:
-        return [Check("decide", "warn", f"refused: {_error(reply)}", "give the key reservations:create")], False
+        return [_warn("decide", f"refused: {_error(reply)}", "give the key reservations:create")], False
     problem = _strict(DecisionResponse, reply.body)
     if problem is not None:
-        return [
-            Check(
-                "protocol",
-                "fail",
-                f"POST /v1/decide does not parse: {problem}",
-                "the server is not Cycles v0 compatible: upgrade it",
-            )
-        ], False
-    caps = _caps(reply.body)
-    decision = reply.body["decision"]
-    detail = f"{decision}" + (f" ({reply.body.get('reason_code')})" if reply.body.get("reason_code") else "")
-    detail += f", caps: {caps}" if caps else ""
+        return [_fail("protocol", f"POST /v1/decide does not parse: {problem}", _INCOMPATIBLE)], False
+    decision, reason, caps = reply.body["decision"], reply.body.get("reason_code"), _caps(reply.body)
+    detail = decision + (f" ({reason})" if reason else "") + (f", caps: {caps}" if caps else "")
     if decision == "DENY":
-        return [Check("decide", "fail", detail, _fix_for({"error": reply.body.get("reason_code")}, s))], False
-    return [Check("decide", "ok", detail)], False
+        dry_fix = next((c.fix for c in checks if c.name == "dry run" and c.fix), _fix_for(reason, "<scope>"))
+        return [_fail("decide", detail, dry_fix)], False
+    return [_ok("decide", detail)], False
 
 
-def _permissions(probe: _Probe, checks: list[Check]) -> tuple[list[Check], bool]:
+def _permissions(probe: _Probe, _: list[Check]) -> tuple[list[Check], bool]:
     url = (probe.settings.admin_url or probe.settings.base_url).rstrip("/") + "/v1/auth/introspect"
     try:
-        reply = probe.call("GET", url)
+        reply: _Reply | None = probe.call("GET", url)
     except httpx.HTTPError:
         reply = None
-    perms = (
-        reply.body.get("permissions")
-        if reply is not None and reply.status == 200 and isinstance(reply.body, dict)
-        else None
-    )
+    perms = reply.body.get("permissions") if reply and reply.status == 200 and isinstance(reply.body, dict) else None
     if isinstance(perms, list):
         missing = [p for p in RUNTIME_PERMISSIONS if p not in perms and "*" not in perms]
+        detail = f"{', '.join(perms)} (from /v1/auth/introspect)"
         found = [
-            Check(
-                "permissions",
-                "fail" if missing else "ok",
-                f"{', '.join(perms)} (from /v1/auth/introspect)",
-                "create a key with the default runtime permissions" if missing else "",
-            )
+            _fail("permissions", detail, "grant the runtime permissions") if missing else _ok("permissions", detail)
         ]
         risky = [p for p in perms if p in ("budgets:write", "admin:write", "admin:budgets:write", "*")]
         if risky:
-            found.append(
-                Check(
-                    "permissions",
-                    "warn",
-                    f"the key can change budgets ({', '.join(risky)}): an agent holding it can fund itself",
-                    "give agents a key with runtime permissions only",
-                )
-            )
+            detail = f"the key can change budgets ({', '.join(risky)}): an agent holding it can fund itself"
+            found.append(_warn("permissions", detail, "give agents a key with runtime permissions only"))
         return found, False
     # No introspection for this key: infer from which calls were accepted. Commit, release and extend cannot be tried
     # without a real reservation, which would change the ledger.
-    granted = [p for p, ok in probe.granted.items() if ok]
-    accepted = ", ".join(sorted(granted)) or "none"
+    accepted = ", ".join(sorted(p for p, ok in probe.granted.items() if ok)) or "none"
     detail = f"inferred from accepted calls: {accepted} (no /v1/auth/introspect for this key)"
     if probe.granted.get("reservations:create"):
-        return [Check("permissions", "ok", detail)], False
-    return [Check("permissions", "fail", detail, "create a key with the default runtime permissions")], False
+        return [_ok("permissions", detail)], False
+    return [_fail("permissions", detail, "create a key with the default runtime permissions")], False
 
 
 def _latency(probe: _Probe, _: list[Check]) -> tuple[list[Check], bool]:
-    samples = [
-        probe.call("GET", "/v1/reservations", params={"limit": "1"}).elapsed_ms for _ in range(probe.settings.samples)
-    ]
+    n = probe.settings.samples
+    samples = [probe.call("GET", "/v1/reservations", params={"limit": "1"}).elapsed_ms for _ in range(n)]
     median = statistics.median(samples)
-    detail = f"median {median:.1f} ms over {len(samples)} reads (min {min(samples):.1f}, max {max(samples):.1f})"
+    detail = f"median {median:.1f} ms over {n} reads (min {min(samples):.1f}, max {max(samples):.1f})"
     if median > LATENCY_WARN_MS:
-        fix = "every tool call waits one round trip: run the authority closer"
-        return [Check("latency", "warn", detail, fix)], False
-    return [Check("latency", "ok", detail)], False
+        return [_warn("latency", detail, "every tool call waits one round trip: run the authority closer")], False
+    return [_ok("latency", detail)], False
 
 
 def _clock(probe: _Probe, _: list[Check]) -> tuple[list[Check], bool]:
     skews = []
     for reply in probe.replies:
-        date = reply.headers.get("date")
-        if date:
-            try:
-                skews.append(parsedate_to_datetime(date).timestamp() * 1000 - reply.local_mid_ms)
-            except (TypeError, ValueError):
-                continue
+        try:
+            skews.append(parsedate_to_datetime(reply.headers["date"]).timestamp() * 1000 - reply.local_mid_ms)
+        except (KeyError, TypeError, ValueError):
+            continue
     if not skews:
-        return [
-            Check(
-                "clock",
-                "warn",
-                "the server sends no HTTP Date header: its clock cannot be compared",
-                "nothing to do unless reservations expire early; check the server's NTP",
-            )
-        ], False
+        detail = "the server sends no HTTP Date header: its clock cannot be compared"
+        return [_warn("clock", detail, "check the server's NTP if reservations expire early")], False
     # Date is truncated to the second, so the true skew lies in [skew, skew + 1 s]: take the median of the midpoints.
     skew_s = statistics.median(skews) / 1000 + 0.5
     detail = f"server clock {abs(skew_s):.1f} s {'ahead of' if skew_s > 0 else 'behind'} ours (HTTP Date, ±1 s)"
     if abs(skew_s) > CLOCK_WARN_S:
-        return [Check("clock", "warn", detail, "sync both clocks (NTP): expiry times are server times")], False
-    return [Check("clock", "ok", detail)], False
+        return [_warn("clock", detail, "sync both clocks (NTP): expiry times are server times")], False
+    return [_ok("clock", detail)], False
 
 
 def as_json(checks: list[Check]) -> dict[str, Any]:

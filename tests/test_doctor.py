@@ -179,19 +179,49 @@ def test_no_tenant_is_reported_and_the_keys_tenant_is_diagnosed(server: LocalAut
     assert checks[f"budget tenant:{tenant}"]["status"] == "ok"
 
 
-class _Corrupting(httpx.BaseTransport):
-    """A real authority behind a proxy that adds a field outside the spec to dry-run answers and sets a far `Date`."""
+def test_estimate_checks_that_a_call_of_that_size_fits(server: LocalAuthority) -> None:
+    tenant, key = _tenant(server, {"": 1_000_000})
+    assert doctor(server, tenant, key, "--estimate", "1000000").returncode == 0
+    result = doctor(server, tenant, key, "--estimate", "1000001", "--json")
+    assert result.returncode == 1
+    assert _checks(result)["dry run"]["detail"] == "a $0.01000001 call would be denied: BUDGET_EXCEEDED"
 
-    def __init__(self, skew_s: int) -> None:
+
+INTROSPECT = {
+    "authenticated": True,
+    "auth_type": "tenant",
+    "capabilities": {},
+    "tenant_id": "",
+    "permissions": [
+        "reservations:create",
+        "reservations:commit",
+        "reservations:release",
+        "reservations:extend",
+        "budgets:write",
+    ],
+}
+
+
+class _Variant(httpx.BaseTransport):
+    """A real authority behind a proxy playing another server: it answers `GET /v1/auth/introspect`, and may add a
+    field outside the spec to dry-run answers, set a far `Date`, or allow with caps (as a server with policies)."""
+
+    def __init__(self, skew_s: int = 0, extra_field: bool = False, caps: dict[str, Any] | None = None) -> None:
         self._inner = httpx.HTTPTransport()
         self._skew_s = skew_s
+        self._extra_field = extra_field
+        self._caps = caps
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/auth/introspect":
+            return httpx.Response(200, json=INTROSPECT)
         response = self._inner.handle_request(request)
         response.read()
         body = response.content
-        if request.method == "POST" and request.url.path == "/v1/reservations":
+        if self._extra_field and request.method == "POST" and request.url.path == "/v1/reservations":
             body = json.dumps(json.loads(body) | {"surprise": 1}).encode()
+        if self._caps and request.method == "POST" and request.url.path in ("/v1/reservations", "/v1/decide"):
+            body = json.dumps(json.loads(body) | {"decision": "ALLOW_WITH_CAPS", "caps": self._caps}).encode()
         headers = {k: v for k, v in response.headers.items() if k.lower() not in ("content-length", "date")}
         headers["date"] = formatdate(time.time() + self._skew_s, usegmt=True)
         return httpx.Response(response.status_code, headers=headers, content=body)
@@ -200,8 +230,31 @@ class _Corrupting(httpx.BaseTransport):
 def test_answers_outside_the_spec_and_a_skewed_clock_are_problems(server: LocalAuthority) -> None:
     tenant, key = _tenant(server, {"": 1_000_000})
     settings = DoctorSettings(base_url=server.base_url, api_key=key, tenant=tenant)
-    checks = {c.name: c for c in diagnose(settings, transport=_Corrupting(skew_s=120))}
+    checks = {c.name: c for c in diagnose(settings, transport=_Variant(skew_s=120, extra_field=True))}
     assert checks["dry run"].status == "fail"
     assert "does not parse with runcycles" in checks["dry run"].detail and "surprise" in checks["dry run"].detail
     assert checks["clock"].status == "warn" and "ahead of ours" in checks["clock"].detail
     assert exit_code(list(checks.values())) == 1
+
+
+def test_permissions_from_introspection_and_a_key_that_can_fund_itself(server: LocalAuthority) -> None:
+    tenant, key = _tenant(server, {"": 1_000_000})
+    settings = DoctorSettings(base_url=server.base_url, api_key=key, tenant=tenant)
+    found = [c for c in diagnose(settings, transport=_Variant()) if c.name == "permissions"]
+    assert [c.status for c in found] == ["ok", "warn"]
+    assert found[0].detail.endswith("budgets:write (from /v1/auth/introspect)")
+    assert found[1].detail.startswith("the key can change budgets (budgets:write)")
+    assert found[1].fix == "give agents a key with runtime permissions only"
+
+
+def test_caps_are_reported(server: LocalAuthority) -> None:
+    tenant, key = _tenant(server, {"": 1_000_000})
+    settings = DoctorSettings(base_url=server.base_url, api_key=key, tenant=tenant)
+    caps = {"max_tokens": 256, "tool_denylist": ["shell"]}
+    checks = {c.name: c for c in diagnose(settings, transport=_Variant(caps=caps))}
+    assert checks["dry run"].status == "ok"
+    assert (
+        checks["dry run"].detail
+        == "a $0.00000001 call would be allowed with caps: max_tokens=256, tool_denylist=['shell']"
+    )
+    assert checks["decide"].detail == "ALLOW_WITH_CAPS, caps: max_tokens=256, tool_denylist=['shell']"

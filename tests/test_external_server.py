@@ -26,14 +26,26 @@ SUBSET = [
     "tests/core/test_lookahead.py::test_next_calls_adopt_the_lookahead_and_spent_stays_exact",
     "tests/frameworks/test_frameworks.py::test_run_within_budget_commits_the_priced_usage[tinyagent]",
     "tests/frameworks/test_frameworks.py::test_run_within_budget_commits_the_priced_usage[openai]",
+    "tests/test_testing_plugin.py::test_fixtures_directly",  # the pytest plugin's cycles_tenant
 ]
 
 
 @pytest.fixture
 def external(tmp_path: Path) -> Iterator[str]:
     """`otel-cycles authority serve` in its own process; yields its base URL."""
-    cmd = [sys.executable, "-m", "otel_cycles", "authority", "serve", "--port", "0", "--admin-key", ADMIN_KEY,
-           "--db", str(tmp_path / "external.db")]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "otel_cycles",
+        "authority",
+        "serve",
+        "--port",
+        "0",
+        "--admin-key",
+        ADMIN_KEY,
+        "--db",
+        str(tmp_path / "external.db"),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert proc.stdout is not None
@@ -51,8 +63,14 @@ def test_core_and_framework_tests_pass_against_an_external_server(external: str)
     assert admin.get("/v1/admin/tenants").json()["tenants"] == []
     env = {k: v for k, v in os.environ.items() if not k.startswith("CYCLES_")}
     env |= {CYCLES_TEST_BASE_URL: external, CYCLES_TEST_ADMIN_KEY: ADMIN_KEY}
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *SUBSET],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *SUBSET],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
     assert f"{len(SUBSET)} passed" in run.stdout, run.stdout[-2000:]
 

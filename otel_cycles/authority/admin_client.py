@@ -12,19 +12,9 @@ from urllib.parse import quote
 
 import httpx
 
-__all__ = ["DEFAULT_RUNTIME_PERMISSIONS", "AdminClient", "AdminError", "Unreachable", "scope_tenant"]
+__all__ = ["AdminClient", "AdminError", "MissingAdminKey", "Unreachable", "scope_tenant"]
 
-DEFAULT_RUNTIME_PERMISSIONS = (
-    "reservations:create",
-    "reservations:commit",
-    "reservations:release",
-    "reservations:extend",
-    "reservations:list",
-    "balances:read",
-)
-"""What an agent's key needs: the runtime plane only (no budget or policy writes)."""
-
-_PAGE = 200
+_PAGE = 100  # the smallest maximum page size among the list endpoints (API keys)
 
 
 class AdminError(Exception):
@@ -39,6 +29,10 @@ class AdminError(Exception):
 
 class Unreachable(Exception):
     """No HTTP answer from the server (connection refused, timeout, DNS, bad URL)."""
+
+
+class MissingAdminKey(Exception):
+    """An admin call was attempted without an admin key."""
 
 
 def scope_tenant(scope: str) -> str:
@@ -89,7 +83,7 @@ class AdminClient:
         elif self._admin_key:
             headers = {"X-Admin-API-Key": self._admin_key}
         else:
-            raise AdminError(401, "UNAUTHORIZED", "an admin key is required (--admin-key or CYCLES_ADMIN_API_KEY)")
+            raise MissingAdminKey("an admin key is required: --admin-key or CYCLES_ADMIN_API_KEY")
         try:
             resp = self._http.request(method, path, json=body, params=params, headers=headers)
         except (httpx.HTTPError, ValueError) as exc:  # ValueError: a URL httpx cannot use
@@ -204,6 +198,10 @@ class AdminClient:
     def balances(self, tenant_id: str, api_key: str) -> list[dict[str, Any]]:
         """Every `Balance` of the tenant, read with its own API key (`GET /v1/balances`)."""
         return self._pages("/v1/balances", "balances", {"tenant": tenant_id}, api_key)
+
+    def get_reservation(self, reservation_id: str) -> dict[str, Any]:
+        """One reservation (`ReservationDetail`), read with the admin key."""
+        return dict(self.request("GET", f"/v1/reservations/{quote(reservation_id, safe='')}")[1])
 
     def reservations(
         self, tenant_id: str, status: str | None = None, *, api_key: str | None = None
