@@ -31,9 +31,9 @@ class Refused(Exception):
 
 def run(handler: Handler, args: argparse.Namespace) -> int:
     """Run `handler` against `args.url`; return the exit code (0 ok, 1 refused, 2 usage, 3 unreachable)."""
-    from otel_cycles.authority.admin_client import AdminClient, AdminError, MissingAdminKey, Unreachable
+    from otel_cycles.authority.admin_client import AdminClient, AdminError, InvalidScope, MissingAdminKey, Unreachable
 
-    admin_key = getattr(args, "admin_key", None) or os.environ.get("CYCLES_ADMIN_API_KEY")
+    admin_key = args.admin_key or os.environ.get("CYCLES_ADMIN_API_KEY")
     try:
         with AdminClient(args.url, admin_key) as client:
             handler(args, client)
@@ -42,7 +42,7 @@ def run(handler: Handler, args: argparse.Namespace) -> int:
         return _fail(f"{exc.message or exc.code} ({exc.code}, HTTP {exc.status})", 1)
     except Refused as exc:
         return _fail(str(exc), 1)
-    except (MissingAdminKey, ValueError) as exc:
+    except (MissingAdminKey, InvalidScope) as exc:
         return _fail(str(exc), 2)
     except Unreachable as exc:
         return _fail(str(exc), 3)

@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 import httpx
 
-__all__ = ["AdminClient", "AdminError", "MissingAdminKey", "Unreachable", "scope_tenant"]
+__all__ = ["AdminClient", "AdminError", "InvalidScope", "MissingAdminKey", "Unreachable", "scope_tenant"]
 
 _PAGE = 100  # the smallest maximum page size among the list endpoints (API keys)
 
@@ -35,12 +35,16 @@ class MissingAdminKey(Exception):
     """An admin call was attempted without an admin key."""
 
 
+class InvalidScope(ValueError):
+    """A scope that does not start with `tenant:<id>`."""
+
+
 def scope_tenant(scope: str) -> str:
-    """The tenant of a scope path: `tenant:acme/agent:x` -> `acme`; ValueError if it does not start with a tenant."""
+    """The tenant of a scope path: `tenant:acme/agent:x` -> `acme`; InvalidScope if it does not start with one."""
     first = scope.split("/")[0]
     level, sep, tenant = first.partition(":")
     if level != "tenant" or not sep or not tenant:
-        raise ValueError(f"scope must start with tenant:<id>, got {scope!r}")
+        raise InvalidScope(f"scope must start with tenant:<id>, got {scope!r}")
     return tenant.lower()
 
 

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from typing import Any, Protocol
 
 from otel_cycles.authority import LocalAuthority
-from otel_cycles.authority.admin_client import AdminClient
+from otel_cycles.authority.admin_client import AdminClient, scope_tenant
 
 __all__ = [
     "CYCLES_TEST_ADMIN_KEY",
@@ -103,7 +103,7 @@ class RemoteAuthority:
         body = self._admin.create_budget(
             scope, allocated, unit=unit, overdraft_limit=overdraft_limit, commit_overage_policy=commit_overage_policy
         )
-        self._unchecked.add(str(body.get("tenant_id") or scope.split("/")[0].partition(":")[2]))
+        self._unchecked.add(scope_tenant(scope))
         return body
 
     def fund(self, scope: str, operation: str, amount: int, unit: str = "USD_MICROCENTS") -> dict[str, Any]:
