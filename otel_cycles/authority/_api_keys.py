@@ -139,13 +139,6 @@ class ApiKeysMixin(LedgerStore):
         permissions = frozenset(json.loads(permissions_json))
         return ApiKeyRecord(key_id, tenant, permissions, status, expires)
 
-    def authenticate(self, secret: str) -> str | None:
-        """Return the tenant bound to API key `secret`, or None if unknown, revoked or expired."""
-        record = self.lookup_api_key(secret)
-        if record is None or record.status != "ACTIVE" or record.expired(self.clock()):
-            return None
-        return record.tenant_id
-
     def list_api_keys(
         self, tenant_id: str | None = None, status: str | None = None, limit: int = 50, cursor: str | None = None
     ) -> dict[str, Any]:

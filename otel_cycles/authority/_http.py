@@ -48,6 +48,7 @@ class AuthorityApp(RuntimeHandlers, AdminHandlers):
         request_id = new_request_id()
         trace = trace_id(headers)
         extra: list[tuple[str, str]] = []
+        req: Request | None = None
         try:
             path, _, query = target.partition("?")
             req = Request(method, path, query, headers, body)
@@ -62,6 +63,8 @@ class AuthorityApp(RuntimeHandlers, AdminHandlers):
                 extra.append(("X-Cycles-Tenant", req.tenant))
             return self.responses.render(status, out, request_id, trace, extra)
         except CyclesProtocolError as exc:
+            if req is not None and req.tenant is not None:  # authenticated, then refused: say as whom
+                extra.append(("X-Cycles-Tenant", req.tenant))
             return self.responses.error(exc, request_id, trace, extra)
         except Exception:  # the boundary: an unexpected failure is a 500, never a dropped connection
             _log.exception("authority: internal error handling %s %s", method, target[:200])
@@ -90,6 +93,8 @@ class AuthorityApp(RuntimeHandlers, AdminHandlers):
             table = {"decide": {"POST": self._decide}, "events": {"POST": self._event}}.get(
                 rest[0], {"GET": self._balances}
             )
+        elif rest == ["auth", "introspect"]:
+            table = {"GET": self._introspect}
         elif rest[0] == "admin" and len(rest) >= 2:
             table = self._admin_table(rest[1:])
         else:

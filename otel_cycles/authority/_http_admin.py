@@ -14,6 +14,7 @@ from otel_cycles.authority import _validation as v
 from otel_cycles.authority._errors import invalid
 from otel_cycles.authority._http_auth import CallerAuth
 from otel_cycles.authority._http_messages import Request, body_object, budget_page, int_param, subject_filters
+from otel_cycles.authority._permissions import PERMISSIONS, capabilities
 from otel_cycles.authority._views import ledger_view
 
 __all__ = ["AdminHandlers"]
@@ -69,6 +70,19 @@ class AdminHandlers(CallerAuth):
     def _admin_revoke_key(self, req: Request) -> tuple[int, Any]:
         self._require_admin(req)
         return 200, self.ledger.revoke_api_key(unquote(req.path.split("/")[4]), req.params.get("reason") or None)
+
+    def _introspect(self, req: Request) -> tuple[int, Any]:
+        """`GET /v1/auth/introspect`: who the caller is and what it may do (either key; no permission needed)."""
+        secret = req.headers.get("x-cycles-api-key")
+        if not secret:
+            self._require_admin(req)
+            return 200, {"authenticated": True, "auth_type": "admin", "permissions": ["*"],
+                         "capabilities": capabilities(None)}  # fmt: skip
+        record = self._key(secret)
+        req.tenant = record.tenant_id
+        permissions = [p for p in PERMISSIONS if p in record.permissions]
+        return 200, {"authenticated": True, "auth_type": "tenant", "permissions": permissions,
+                     "capabilities": capabilities(record.permissions), "tenant_id": record.tenant_id}  # fmt: skip
 
     def _admin_create_budget(self, req: Request) -> tuple[int, Any]:
         tenant = self._require_permission(req, "budgets:write")

@@ -8,6 +8,7 @@ Every response carries `X-Request-Id` and `X-Cycles-Trace-Id`; errors use the sp
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import time
@@ -84,7 +85,7 @@ class Request:
         if not body:
             raise invalid("request body is required")
         try:
-            value = json.loads(body, parse_constant=_reject_constant)
+            value = json.loads(body, parse_constant=_reject_constant, parse_float=_finite_float)
         except RecursionError:
             raise invalid(f"malformed JSON body: nested deeper than {MAX_JSON_DEPTH} levels") from None
         except (ValueError, UnicodeDecodeError) as exc:
@@ -102,6 +103,13 @@ class Request:
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (math.inf, -math.inf):  # 1e400 overflows to infinity, which JSON cannot carry back out
+        raise ValueError(f"number {text[:32]} is out of range")
+    return value
 
 
 def _depth_exceeds(value: Any, limit: int) -> bool:

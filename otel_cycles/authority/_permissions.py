@@ -13,7 +13,7 @@ from typing import Any
 
 from otel_cycles.authority._errors import invalid
 
-__all__ = ["DEFAULT_KEY_PERMISSIONS", "PERMISSIONS", "grants", "parse_permissions"]
+__all__ = ["DEFAULT_KEY_PERMISSIONS", "PERMISSIONS", "capabilities", "grants", "parse_permissions"]
 
 PERMISSIONS = (
     "reservations:create",
@@ -83,3 +83,31 @@ def parse_permissions(value: Any) -> list[str]:
         if item not in out:
             out.append(item)
     return out
+
+
+_RESERVATION_WRITES = ("reservations:create", "reservations:commit", "reservations:release", "reservations:extend")
+# The admin spec's normative derivation table (AuthIntrospectResponse.capabilities) for tenant keys.
+_CAPABILITIES = {
+    "view_budgets": ("budgets:read", "admin:read", "admin:budgets:read"),
+    "view_policies": ("policies:read", "admin:read", "admin:policies:read"),
+    "view_webhooks": ("webhooks:read", "admin:read", "admin:webhooks:read"),
+    "view_events": ("events:read", "admin:read", "admin:events:read"),
+    "view_reservations": ("reservations:list", *_RESERVATION_WRITES, "admin:read"),
+    "manage_budgets": ("budgets:write", "admin:write", "admin:budgets:write"),
+    "manage_policies": ("policies:write", "admin:write", "admin:policies:write"),
+    "manage_webhooks": ("webhooks:write", "admin:write", "admin:webhooks:write"),
+    "manage_reservations": (*_RESERVATION_WRITES, "admin:write"),
+}
+_ADMIN_ONLY_CAPABILITIES = ("view_overview", "view_audit", "view_tenants", "view_api_keys", "manage_tenants",
+                            "manage_api_keys")  # fmt: skip
+
+
+def capabilities(held: Collection[str] | None) -> dict[str, bool]:
+    """The `AuthIntrospectResponse.capabilities` of a tenant key holding `held`, or of the admin key (None: all true).
+
+    Admin-plane capabilities are false for every tenant key, whatever `admin:*` permissions it carries (normative).
+    """
+    if held is None:
+        return dict.fromkeys((*_CAPABILITIES, *_ADMIN_ONLY_CAPABILITIES), True)
+    out = {name: any(p in held for p in needed) for name, needed in _CAPABILITIES.items()}
+    return out | dict.fromkeys(_ADMIN_ONLY_CAPABILITIES, False)
