@@ -98,6 +98,12 @@ class Tenant:
     def active(self) -> list[dict[str, object]]:
         return self.authority.reservations(self.id, status="ACTIVE")
 
+    def reservation(self, reservation_id: str) -> dict[str, Any]:
+        """The `ReservationDetail` of one of this tenant's reservations, read over HTTP with its own key."""
+        response = self.client.get_reservation(reservation_id)
+        assert response.status == 200, response.body
+        return dict(response.body or {})
+
 
 _counter = 0
 _RUN = secrets.token_hex(3)  # tenant ids stay unique on an external server that outlives this run

@@ -79,7 +79,8 @@ def test_healthy_setup_passes_every_check(server: LocalAuthority) -> None:
     assert checks["api key"]["detail"] == f"accepted, tenant {tenant!r}"
     assert checks["dry run"]["detail"].endswith("would be allowed (ALLOW)")
     assert checks["decide"]["detail"] == "ALLOW"
-    assert "reservations:create" in checks["permissions"]["detail"]
+    runtime = "reservations:create, reservations:commit, reservations:release, reservations:extend, reservations:list"
+    assert checks["permissions"]["detail"] == f"{runtime}, balances:read (from /v1/auth/introspect)"
     assert {"reachable", "latency", "clock"} <= set(checks)
     table = doctor(server, tenant, key, CYCLES_AGENT="bot")
     assert table.returncode == 0 and "all checks passed" in table.stdout
@@ -187,24 +188,10 @@ def test_estimate_checks_that_a_call_of_that_size_fits(server: LocalAuthority) -
     assert _checks(result)["dry run"]["detail"] == "a $0.01000001 call would be denied: BUDGET_EXCEEDED"
 
 
-INTROSPECT = {
-    "authenticated": True,
-    "auth_type": "tenant",
-    "capabilities": {},
-    "tenant_id": "",
-    "permissions": [
-        "reservations:create",
-        "reservations:commit",
-        "reservations:release",
-        "reservations:extend",
-        "budgets:write",
-    ],
-}
-
-
 class _Variant(httpx.BaseTransport):
-    """A real authority behind a proxy playing another server: it answers `GET /v1/auth/introspect`, and may add a
-    field outside the spec to dry-run answers, set a far `Date`, or allow with caps (as a server with policies)."""
+    """A real authority behind a proxy playing another server: it refuses `GET /v1/auth/introspect` to tenant keys (as
+    the admin spec lets servers do), and may add a field outside the spec to dry-run answers, set a far `Date`, or
+    allow with caps (as a server with policies)."""
 
     def __init__(self, skew_s: int = 0, extra_field: bool = False, caps: dict[str, Any] | None = None) -> None:
         self._inner = httpx.HTTPTransport()
@@ -214,7 +201,7 @@ class _Variant(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         if request.url.path == "/v1/auth/introspect":
-            return httpx.Response(200, json=INTROSPECT)
+            return httpx.Response(401, json={"error": "UNAUTHORIZED", "message": "no", "request_id": "r"})
         response = self._inner.handle_request(request)
         response.read()
         body = response.content
@@ -237,14 +224,37 @@ def test_answers_outside_the_spec_and_a_skewed_clock_are_problems(server: LocalA
     assert exit_code(list(checks.values())) == 1
 
 
-def test_permissions_from_introspection_and_a_key_that_can_fund_itself(server: LocalAuthority) -> None:
+def test_permissions_are_inferred_without_introspection(server: LocalAuthority) -> None:
     tenant, key = _tenant(server, {"": 1_000_000})
     settings = DoctorSettings(base_url=server.base_url, api_key=key, tenant=tenant)
-    found = [c for c in diagnose(settings, transport=_Variant()) if c.name == "permissions"]
-    assert [c.status for c in found] == ["ok", "warn"]
-    assert found[0].detail.endswith("budgets:write (from /v1/auth/introspect)")
-    assert found[1].detail.startswith("the key can change budgets (budgets:write)")
-    assert found[1].fix == "give agents a key with runtime permissions only"
+    found = {c.name: c for c in diagnose(settings, transport=_Variant())}["permissions"]
+    assert found.status == "ok"
+    assert found.detail == (
+        "inferred from accepted calls: balances:read, reservations:create, reservations:list "
+        "(no /v1/auth/introspect for this key)"
+    )
+
+
+def test_a_key_that_can_fund_itself_is_a_problem(server: LocalAuthority) -> None:
+    tenant, _ = _tenant(server, {"": 1_000_000})
+    runtime = ["reservations:create", "reservations:commit", "reservations:release", "reservations:extend"]
+    key = server.create_api_key(tenant, "too-strong", permissions=[*runtime, "budgets:write"])
+    result = doctor(server, tenant, key, "--json")
+    assert result.returncode == 1
+    found = [c for c in json.loads(result.stdout)["checks"] if c["name"] == "permissions"]
+    assert [c["status"] for c in found] == ["ok", "warn"]
+    assert found[1]["detail"] == "the key can change budgets (budgets:write): an agent holding it can fund itself"
+    assert found[1]["fix"] == "give agents a key with runtime permissions only"
+
+
+def test_a_key_without_reservations_create(server: LocalAuthority) -> None:
+    tenant, _ = _tenant(server, {"": 1_000_000})
+    key = server.create_api_key(tenant, "read-only", permissions=["balances:read", "reservations:list"])
+    checks = _checks(doctor(server, tenant, key, "--json"))
+    assert checks["dry run"]["status"] == "fail" and "INSUFFICIENT_PERMISSIONS" in checks["dry run"]["detail"]
+    assert checks["dry run"]["fix"] == "give the key reservations:create (runtime permissions)"
+    assert checks["permissions"]["status"] == "fail"
+    assert checks["permissions"]["detail"] == "reservations:list, balances:read (from /v1/auth/introspect)"
 
 
 def test_caps_are_reported(server: LocalAuthority) -> None:
