@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import httpx
 from pydantic import BaseModel, ValidationError
-from runcycles import BalanceResponse, DecisionResponse, ReservationCreateResponse
+from runcycles import BalanceResponse, DecisionResponse, ReservationCreateResponse, ReservationListResponse
 from runcycles.lifecycle import _schema_valid_create
 from runcycles.response import CyclesResponse
 
@@ -203,7 +203,11 @@ def _reachable(probe: _Probe, _: list[Check]) -> tuple[list[Check], bool]:
         detail = f"{url} answers but is not a Cycles server (404 on /v1/reservations)"
         return [_fail("reachable", detail, "point CYCLES_BASE_URL at the Cycles runtime plane")], True
     probe.granted["reservations:list"] = reply.status == 200
-    return [_ok("reachable", f"{url} answered HTTP {reply.status} in {reply.elapsed_ms:.1f} ms")], False
+    found = [_ok("reachable", f"{url} answered HTTP {reply.status} in {reply.elapsed_ms:.1f} ms")]
+    problem = _strict(ReservationListResponse, reply.body) if reply.status == 200 else None
+    if problem is not None:
+        found.append(_fail("protocol", f"GET /v1/reservations does not parse: {problem}", _INCOMPATIBLE))
+    return found, False
 
 
 def _key_and_tenant(probe: _Probe, _: list[Check]) -> tuple[list[Check], bool]:

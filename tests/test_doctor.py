@@ -205,7 +205,7 @@ class _Variant(httpx.BaseTransport):
         response = self._inner.handle_request(request)
         response.read()
         body = response.content
-        if self._extra_field and request.method == "POST" and request.url.path == "/v1/reservations":
+        if self._extra_field and request.url.path == "/v1/reservations":  # the list and the dry run
             body = json.dumps(json.loads(body) | {"surprise": 1}).encode()
         if self._caps and request.method == "POST" and request.url.path in ("/v1/reservations", "/v1/decide"):
             body = json.dumps(json.loads(body) | {"decision": "ALLOW_WITH_CAPS", "caps": self._caps}).encode()
@@ -217,7 +217,12 @@ class _Variant(httpx.BaseTransport):
 def test_answers_outside_the_spec_and_a_skewed_clock_are_problems(server: LocalAuthority) -> None:
     tenant, key = _tenant(server, {"": 1_000_000})
     settings = DoctorSettings(base_url=server.base_url, api_key=key, tenant=tenant)
-    checks = {c.name: c for c in diagnose(settings, transport=_Variant(skew_s=120, extra_field=True))}
+    found = diagnose(settings, transport=_Variant(skew_s=120, extra_field=True))
+    checks = {c.name: c for c in found}
+    protocol = [c.detail for c in found if c.name == "protocol"]
+    assert protocol == [
+        "GET /v1/reservations does not parse: ReservationListResponse: surprise: Extra inputs are not permitted"
+    ]
     assert checks["dry run"].status == "fail"
     assert "does not parse with runcycles" in checks["dry run"].detail and "surprise" in checks["dry run"].detail
     assert checks["clock"].status == "warn" and "ahead of ours" in checks["clock"].detail

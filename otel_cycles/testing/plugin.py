@@ -21,7 +21,8 @@ def test_bot_stops_when_broke(cycles_tenant, scripted_model):
 ```
 
 Fixtures:
-    `cycles_authority`: a `LocalAuthority` on loopback with an in-memory ledger, one per test session.
+    `cycles_authority`: a `LocalAuthority` on loopback with an in-memory ledger, one per test session; with
+        `CYCLES_TEST_BASE_URL` and `CYCLES_TEST_ADMIN_KEY` set, that Cycles server instead (see the README).
     `cycles_tenant`: a fresh `CyclesTenant` (tenant, API key, client, budgets) per test. Budgets come from
         `@pytest.mark.cycles_budget(amount, scope="...")` markers (repeatable); a tenant-level budget of
         `DEFAULT_TENANT_BUDGET` is added unless a marker sets `scope=""`.
