@@ -3,13 +3,14 @@
 `LocalAuthority` runs it in-process on a free loopback port (tests, examples, the demo); `serve()` runs it in the
 foreground (the `otel-cycles authority serve` command). Clients talk to it with `runcycles` as to the reference
 server; setup scripts use the same admin-plane endpoints (`/v1/admin/tenants`, `/api-keys`, `/budgets`,
-`/budgets/fund`).
+`/budgets/fund`, `/policies`).
 
 Example:
     >>> with LocalAuthority() as authority:
     ...     authority.create_tenant("acme")
     ...     api_key = authority.create_api_key("acme")
     ...     authority.create_budget("tenant:acme", 1_000_000)
+    ...     authority.create_policy("acme", "agent:*", {"tool_denylist": ["send_email"], "max_tokens": 512})
     ...     # CyclesConfig(base_url=authority.base_url, api_key=api_key, journal_enabled=False)
 """
 
@@ -17,7 +18,8 @@ from __future__ import annotations
 
 import secrets
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import Any
 
@@ -178,6 +180,65 @@ class LocalAuthority:
     def set_budget_status(self, scope: str, status: str, unit: str = "USD_MICROCENTS") -> dict[str, Any]:
         """Set a budget's status: `ACTIVE`, `FROZEN` or `CLOSED`."""
         return self.ledger.set_budget_status(scope, unit, status)
+
+    def create_policy(
+        self,
+        tenant_id: str,
+        scope_pattern: str,
+        caps: Mapping[str, Any] | None = None,
+        *,
+        name: str | None = None,
+        priority: int = 0,
+        description: str | None = None,
+        effective_from: datetime | str | None = None,
+        effective_until: datetime | str | None = None,
+        commit_overage_policy: str | None = None,
+        reservation_ttl_override: Mapping[str, int] | None = None,
+    ) -> dict[str, Any]:
+        """Create a policy for `tenant_id` (as `POST /v1/admin/policies` with the admin key); return its `Policy`.
+
+        Args:
+            tenant_id: The owning tenant; the policy only ever applies to its scopes.
+            scope_pattern: `tenant:acme/agent:bot` (exact), `tenant:acme/*` (descendants), `agent:*` (any agent),
+                `*/agent:bot` (that agent anywhere), `*` (every scope).
+            caps: `Caps` fields: `max_tokens`, `max_steps_remaining`, `tool_allowlist`, `tool_denylist`,
+                `cooldown_ms`. Allowed decisions on matching scopes answer `ALLOW_WITH_CAPS` with them.
+            name: Unique per tenant; defaults to `"<scope_pattern> @<priority>"`.
+            priority: The highest-priority matching policy wins (ties: the oldest).
+            description: Free text.
+            effective_from: The policy applies from this instant (aware datetime or RFC 3339 string).
+            effective_until: ...until just before this instant.
+            commit_overage_policy: Overage policy of new reservations on matching scopes (before the tenant's).
+            reservation_ttl_override: `default_ttl_ms`, `max_ttl_ms`, `max_extensions` for those reservations.
+        """
+        body: dict[str, Any] = {
+            "tenant_id": tenant_id,
+            "name": name or f"{scope_pattern} @{priority}",
+            "scope_pattern": scope_pattern,
+            "priority": priority,
+        }
+        if caps is not None:
+            body["caps"] = dict(caps)
+        if description is not None:
+            body["description"] = description
+        if commit_overage_policy is not None:
+            body["commit_overage_policy"] = commit_overage_policy
+        if reservation_ttl_override is not None:
+            body["reservation_ttl_override"] = dict(reservation_ttl_override)
+        for field, value in (("effective_from", effective_from), ("effective_until", effective_until)):
+            if value is not None:
+                body[field] = value.isoformat() if isinstance(value, datetime) else value
+        return self.ledger.create_policy(body, None)
+
+    def update_policy(self, policy_id: str, **fields: Any) -> dict[str, Any]:
+        """Update a policy as `PATCH /v1/admin/policies/{policy_id}` does (e.g. `status="DISABLED"`, `caps={...}`)."""
+        return self.ledger.update_policy(policy_id, fields, None)
+
+    def policies(self, tenant_id: str) -> list[dict[str, Any]]:
+        """Return every `Policy` of `tenant_id`, highest priority first."""
+        return list(
+            self.ledger.list_policies(tenant_id, status=None, scope_pattern=None, limit=10**9, cursor=None)["policies"]
+        )
 
     def balances(self, tenant_id: str) -> list[dict[str, Any]]:
         """Return every `Balance` of `tenant_id`, ordered by scope then unit."""

@@ -109,6 +109,10 @@ class AuthorityApp(RuntimeHandlers, AdminHandlers):
             return {"POST": self._admin_create_tenant, "GET": self._admin_list_tenants}
         if len(rest) == 2 and rest[0] == "tenants":
             return {"GET": self._admin_get_tenant, "PATCH": self._admin_patch_tenant}
+        if rest == ["policies"]:
+            return {"POST": self._admin_create_policy, "GET": self._admin_list_policies}
+        if len(rest) == 2 and rest[0] == "policies":
+            return {"GET": self._admin_get_policy, "PATCH": self._admin_patch_policy}
         if rest == ["api-keys"]:
             return {"POST": self._admin_create_key, "GET": self._admin_list_keys}
         if len(rest) == 2 and rest[0] == "api-keys":

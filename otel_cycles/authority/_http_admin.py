@@ -1,8 +1,9 @@
-"""HTTP handlers of the admin plane (`/v1/admin/…`): tenants, API keys, budgets and funding.
+"""HTTP handlers of the admin plane (`/v1/admin/…`): tenants, API keys, budgets and funding, policies.
 
 Tenants, API keys and budget status or settings need the admin key. Creating, funding and listing budgets also
 accept a tenant API key holding `budgets:write` / `budgets:read`, scoped to its own tenant (a new key holds neither:
-see `_permissions`).
+see `_permissions`). Policy endpoints accept the admin key or a tenant key holding `policies:read` /
+`policies:write`.
 """
 
 from __future__ import annotations
@@ -33,8 +34,15 @@ def _scope_unit(req: Request) -> tuple[str, str]:
     return scope, unit
 
 
+def _path_policy(req: Request) -> str:
+    policy_id = unquote(req.path.split("/")[4])
+    if not 1 <= len(policy_id) <= 128:
+        raise invalid("policy_id must be 1-128 characters")
+    return policy_id
+
+
 class AdminHandlers(CallerAuth):
-    """Handlers for `/v1/admin/tenants…`, `/v1/admin/api-keys` and `/v1/admin/budgets…`."""
+    """Handlers for `/v1/admin/tenants…`, `/v1/admin/api-keys`, `/v1/admin/budgets…` and `/v1/admin/policies…`."""
 
     def _admin_create_tenant(self, req: Request) -> tuple[int, Any]:
         self._require_admin(req)
@@ -108,3 +116,31 @@ class AdminHandlers(CallerAuth):
         if not tenant:
             raise invalid("tenant_id query parameter is required when using admin key authentication")
         return 200, budget_page(self.ledger, tenant, subject_filters(req.params), req.params, "ledgers", ledger_view)
+
+    def _admin_create_policy(self, req: Request) -> tuple[int, Any]:
+        tenant = self._require_permission(req, "policies:write")
+        return 201, self.ledger.create_policy(body_object(req.json()), tenant)
+
+    def _admin_list_policies(self, req: Request) -> tuple[int, Any]:
+        tenant = self._require_permission(req, "policies:read")
+        params = req.params
+        if tenant is None:  # admin: the tenant_id filter is required (a tenant key's own tenant always wins)
+            tenant = params.get("tenant_id")
+            if not tenant:
+                raise invalid("tenant_id query parameter is required when using admin key authentication")
+        limit = int_param(params, "limit", 50, 1, 200)
+        return 200, self.ledger.list_policies(
+            tenant,
+            status=params.get("status") or None,
+            scope_pattern=params.get("scope_pattern") or None,
+            limit=limit,
+            cursor=params.get("cursor") or None,
+        )
+
+    def _admin_get_policy(self, req: Request) -> tuple[int, Any]:
+        tenant = self._require_permission(req, "policies:read")
+        return 200, self.ledger.get_policy(_path_policy(req), tenant)
+
+    def _admin_patch_policy(self, req: Request) -> tuple[int, Any]:
+        tenant = self._require_permission(req, "policies:write")
+        return 200, self.ledger.update_policy(_path_policy(req), body_object(req.json()), tenant)

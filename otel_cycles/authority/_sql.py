@@ -13,6 +13,10 @@ _RESERVATION_COLUMNS = (
     "budgeted_json, created_at_ms, expires_at_ms, grace_ms, idempotency_key, overage_policy, metadata_json, "
     "extension_count, max_extensions, charged, committed_metadata_json, finalized_at_ms"
 )
+_POLICY_COLUMNS = (
+    "policy_id, tenant_id, name, description, scope_pattern, priority, caps_json, status, effective_from_ms, "
+    "effective_until_ms, created_at_ms, updated_at_ms, commit_overage_policy, ttl_override_json"
+)
 _API_KEY_VIEW = (
     "SELECT key_id, tenant_id, name, key_prefix, permissions_json, status, created_at_ms, expires_at_ms, "
     "revoked_at_ms, revoked_reason FROM api_keys"
@@ -115,6 +119,23 @@ class Queries:
         idempotency_key TEXT NOT NULL,
         metadata_json TEXT,
         created_at_ms INTEGER NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS policies (
+        policy_id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        description TEXT,
+        scope_pattern TEXT NOT NULL,
+        priority INTEGER NOT NULL,
+        caps_json TEXT,
+        status TEXT NOT NULL,
+        effective_from_ms INTEGER,
+        effective_until_ms INTEGER,
+        created_at_ms INTEGER NOT NULL,
+        updated_at_ms INTEGER NOT NULL,
+        commit_overage_policy TEXT,
+        ttl_override_json TEXT,
+        UNIQUE (tenant_id, name)
     );
     """
 
@@ -228,4 +249,21 @@ class Queries:
     INSERT_EVENT = (
         "INSERT INTO events (event_id, tenant_id, subject_json, action_json, unit, actual, charged, scope_path, "
         "idempotency_key, metadata_json, created_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    )
+
+    # -- policies (the UNIQUE (tenant_id, name) index also serves the per-tenant lookups)
+    SELECT_POLICY = f"SELECT {_POLICY_COLUMNS} FROM policies WHERE policy_id = ?"
+    SELECT_POLICY_BY_NAME = "SELECT policy_id FROM policies WHERE tenant_id = ? AND name = ?"
+    SELECT_TENANT_POLICIES = f"SELECT {_POLICY_COLUMNS} FROM policies WHERE tenant_id = ?"
+    SELECT_EVALUATED_POLICIES = (
+        "SELECT policy_id, scope_pattern, priority, caps_json, commit_overage_policy, ttl_override_json, "
+        "effective_from_ms, effective_until_ms, created_at_ms FROM policies WHERE tenant_id = ? AND status = 'ACTIVE' "
+        "AND (caps_json IS NOT NULL OR commit_overage_policy IS NOT NULL OR ttl_override_json IS NOT NULL) "
+        "ORDER BY priority DESC, created_at_ms, policy_id"  # evaluation order, so the Python sort finds it sorted
+    )
+    INSERT_POLICY = f"INSERT INTO policies ({_POLICY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, 'ACTIVE', ?, ?, ?, ?, ?, ?)"
+    UPDATE_POLICY = (
+        "UPDATE policies SET name = ?, description = ?, priority = ?, caps_json = ?, status = ?, "
+        "effective_from_ms = ?, effective_until_ms = ?, updated_at_ms = ?, commit_overage_policy = ?, "
+        "ttl_override_json = ? WHERE policy_id = ?"
     )

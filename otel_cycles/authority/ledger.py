@@ -6,8 +6,8 @@ The semantics follow the reference server's Lua scripts (reserve/commit/release/
 `reserved == Σ active reservation estimates` per budget.
 
 `SQLiteLedger` is assembled from one mixin per area: `_reservations` (the reservation lifecycle), `_events` (direct
-debits), `_tenants` (tenants), `_api_keys` (API keys) and `_budget_admin` (budgets and funding), all on
-`_store.LedgerStore`.
+debits), `_tenants` (tenants), `_api_keys` (API keys), `_budget_admin` (budgets and funding) and
+`_policy_store` (policies and the caps they put on decisions), all on `_store.LedgerStore`.
 
 Threading: one connection per ledger, guarded by `_lock`; every public method is safe to call from any thread.
 Several processes may open the same file: WAL plus `busy_timeout` serialize writers, and because every
@@ -25,6 +25,7 @@ from otel_cycles.authority._budgets import derive_scopes
 from otel_cycles.authority._events import EventsMixin
 from otel_cycles.authority._idempotency import payload_hash
 from otel_cycles.authority._model import Budget
+from otel_cycles.authority._policy_store import PoliciesMixin
 from otel_cycles.authority._reservations import ReservationsMixin
 from otel_cycles.authority._sql import Queries
 from otel_cycles.authority._store import Clock, connect, system_clock
@@ -41,7 +42,7 @@ __all__ = [
 ]
 
 
-class SQLiteLedger(ReservationsMixin, EventsMixin, TenantAdminMixin, ApiKeysMixin, BudgetAdminMixin):
+class SQLiteLedger(ReservationsMixin, EventsMixin, TenantAdminMixin, ApiKeysMixin, BudgetAdminMixin, PoliciesMixin):
     """The budget ledger on one SQLite database (a file, or private in-memory when `path` is None).
 
     Use `SQLiteLedger.open(path)`; close with `close()`.
