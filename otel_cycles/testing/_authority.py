@@ -9,7 +9,7 @@ pre-provisioned tenant is not supported: every test needs a fresh tenant, so the
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Protocol
 
@@ -52,6 +52,10 @@ class AuthorityUnderTest(Protocol):
     ) -> dict[str, Any]: ...
 
     def fund(self, scope: str, operation: str, amount: int, unit: str = "USD_MICROCENTS") -> dict[str, Any]: ...
+
+    def create_policy(
+        self, tenant_id: str, scope_pattern: str, caps: Mapping[str, Any] | None = None, *, priority: int = 0
+    ) -> dict[str, Any]: ...
 
     def balances(self, tenant_id: str) -> list[dict[str, Any]]: ...
 
@@ -109,6 +113,21 @@ class RemoteAuthority:
     def fund(self, scope: str, operation: str, amount: int, unit: str = "USD_MICROCENTS") -> dict[str, Any]:
         """Apply a funding operation over the admin API."""
         return self._admin.fund(scope, operation, amount, unit)
+
+    def create_policy(
+        self, tenant_id: str, scope_pattern: str, caps: Mapping[str, Any] | None = None, *, priority: int = 0
+    ) -> dict[str, Any]:
+        """Create a policy over the admin API (`POST /v1/admin/policies`) and return its `Policy`."""
+        body: dict[str, Any] = {
+            "tenant_id": tenant_id,
+            "scope_pattern": scope_pattern,
+            "priority": priority,
+            "name": f"{scope_pattern} @{priority}",
+        }
+        if caps is not None:
+            body["caps"] = dict(caps)
+        created: dict[str, Any] = self._admin.request("POST", "/v1/admin/policies", body=body)[1]
+        return created
 
     def _key(self, tenant_id: str) -> str:
         try:
