@@ -271,14 +271,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer rounds, tinyagent only")
     parser.add_argument("--rounds", type=int, default=None, help="rounds per row (default 25, quick 8)")
     parser.add_argument("--frameworks", default=None, help="comma-separated (default tinyagent,openai)")
-    parser.add_argument("--waves", default=None, help="comma-separated concurrency levels (default 1,4,16,64)")
-    parser.add_argument("--rows", default=None, help="model/tool/calls triples, e.g. 20/0/8,0/0/1")
+    parser.add_argument("--waves", default=None, help="concurrency levels, e.g. 1,4 (default 1,4,16,64; 'none')")
+    parser.add_argument("--rows", default=None, help="model/tool/calls triples, e.g. 20/0/8,0/0/1 ('none': no rows)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     rounds = args.rounds or (8 if args.quick else 25)
     frameworks = args.frameworks.split(",") if args.frameworks else (["tinyagent"] if args.quick else FRAMEWORKS)
-    sizes = tuple(int(n) for n in args.waves.split(",")) if args.waves else ((1, 16) if args.quick else WAVES)
-    if args.rows:
+    if args.waves == "none":
+        sizes: tuple[int, ...] = ()
+    else:
+        sizes = tuple(int(n) for n in args.waves.split(",")) if args.waves else ((1, 16) if args.quick else WAVES)
+    if args.rows == "none":
+        rows_spec = []
+    elif args.rows:
         rows_spec = [tuple(int(x) for x in spec.split("/")) for spec in args.rows.split(",")]
     else:
         rows_spec = [(m, t, c) for m, t in LATENCY_ROWS for c in CALLS]

@@ -146,7 +146,7 @@ class Settlement:
 
         The worker builds the commit's bodies and journals it, so the caller pays neither: at once if it is idle (in
         `_handle_commit`), else right after its current request, together with everything queued meanwhile
-        (`_journal_ahead`). A worker stuck on a slow authority (`STUCK_S`) may not get there for a long time, so then
+       . A worker stuck on a slow authority (`STUCK_S`) may not get there for a long time, so then
         the caller journals its commit itself, and those queued unjournaled before it.
         """
         with self._cond:

@@ -10,11 +10,11 @@ Flow per call (AnyAgent runs our hooks after it opened the span and before it en
    so every exporter, whatever its position among the span processors, exports it. With parallel tool calls
    AnyAgent's `current_span` may point at a sibling call by then; `after_tool_execution` finds the call's own span
    (`_frameworks`) and re-targets `current_span`, so AnyAgent ends each tool span exactly once. An LLM answer that
-   asks for tools also queues the reservation of the run's next LLM call, which its before-hook then adopts
-   (`_lookahead`): the reservation round trip overlaps the tool calls instead of delaying the next call.
+   asks for tools also sends the reservations of those tools and of the run's next LLM call, which their before-hooks
+   then adopt (`_lookahead`): the round trips overlap the agent's own work instead of delaying the calls.
 3. The span ends; `CyclesSpanProcessor.on_end` commits (or releases) in the background.
 4. `after_agent_invocation`: settle what the framework never finished (LLM errors, cancels, spans AnyAgent never
-   ends: released, or committed if the call's after-hook already priced it) and an unused lookahead, then wait
+   ends: released, or committed if the call's after-hook already priced it) and unused lookaheads, then wait
    (bounded) until the run's commits and releases were sent, so balances are exact on return.
 
 The hooks are synchronous and thread-safe, as every framework but tinyagent requires; tinyagent, which awaits
@@ -93,9 +93,9 @@ class CyclesBudgetCallback(Callback):
         settle_timeout_s: How long the end of a run waits for its commits to be sent (default 10 s; 0: no wait).
         heartbeat: Extend the reservation of a call that outlives its TTL (a long tool call) while it runs. Off, an
             expired reservation's spend is still recorded, through the commit's `POST /v1/events` fallback.
-        lookahead: Reserve the next LLM call in the background while the tools an answer asked for run, so its
-            before-hook needs no round trip (`CYCLES_LOOKAHEAD`, default True). Only made while the budget has ample
-            room (`otel_cycles._lookahead`); denials are always decided by a fresh reservation.
+        lookahead: Reserve the tool calls an answer names, and the next LLM call, in the background as soon as the
+            answer is in, so their before-hooks need no round trip (`CYCLES_LOOKAHEAD`, default True). Only made while
+            the budget has ample room (`otel_cycles._lookahead`); denials are always decided by a fresh reservation.
         attach_processor: Attach a `CyclesSpanProcessor` to the global tracer provider if none is attached, so
             commits happen even when the user sets up no OpenTelemetry at all (callback-only mode).
     """
