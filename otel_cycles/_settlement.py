@@ -144,10 +144,10 @@ class Settlement:
     def commit(self, reservation_id: str, bodies: CommitBodies) -> int:
         """Queue the commit, journaled. Never raises, never does network I/O.
 
-        The worker builds the commit's bodies and journals it, so the caller pays neither: at once if it is idle (in
-        `_handle_commit`), else right after its current request, together with everything queued meanwhile
-       . A worker stuck on a slow authority (`STUCK_S`) may not get there for a long time, so then
-        the caller journals its commit itself, and those queued unjournaled before it.
+         The worker builds the commit's bodies and journals it, so the caller pays neither: at once if it is idle (in
+         `_handle_commit`), else right after its current request, together with everything queued meanwhile
+        . A worker stuck on a slow authority (`STUCK_S`) may not get there for a long time, so then
+         the caller journals its commit itself, and those queued unjournaled before it.
         """
         with self._cond:
             stuck = self._attempted < self._issued and time.monotonic() - self._op_started > STUCK_S
