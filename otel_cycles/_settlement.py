@@ -126,13 +126,13 @@ class Settlement:
         with suppressed_instrumentation():
             self._lifecycle = CyclesLifecycle(self._client, self._engine, {})
         self._max_queue = max_queue
-        # _cond guards _queue, _issued, _attempted, _op_started and _worker.
+        # _cond guards _queue, _issued, _attempted, _request_started and _worker.
         self._cond = threading.Condition()
         self._queue: deque[_Op] = deque()
         self._issued = 0
         self._attempted = 0
-        self._op_started = 0.0
-        """`time.monotonic()` when the worker started its current operation."""
+        self._request_started: float | None = None
+        """`time.monotonic()` when the worker sent its current request; None between requests."""
         self._worker: threading.Thread | None = None
         self._closed = False
         self._lane = ThreadPoolExecutor(max_workers=_LANE_THREADS, thread_name_prefix="otel-cycles-lookahead")
@@ -150,7 +150,8 @@ class Settlement:
          the caller journals its commit itself, and those queued unjournaled before it.
         """
         with self._cond:
-            stuck = self._attempted < self._issued and time.monotonic() - self._op_started > STUCK_S
+            started = self._request_started
+            stuck = started is not None and time.monotonic() - started > STUCK_S
             if stuck:
                 for op in self._take_unjournaled():
                     self._journal(op)
@@ -286,19 +287,19 @@ class Settlement:
                     return
                 op = self._queue.popleft()
                 ahead = self._take_unjournaled()
-                self._op_started = time.monotonic()
             try:
                 # Journal what queued up during the last request before the next one: a commit then waits
                 # unjournaled behind at most one request, and none of the callers wrote a file.
                 for taken in ahead:
                     self._journal(taken)
                 with self._cond:
-                    self._op_started = time.monotonic()
+                    self._request_started = time.monotonic()
                 self._execute(op)
             except Exception:
                 metrics.settlement_errors.add(1, {"error.type": "internal", "cycles.operation": op.kind})
                 logger.exception("otel-cycles failed to settle reservation %s", op.reservation_id)
             with self._cond:
+                self._request_started = None
                 self._attempted = max(self._attempted, op.ticket)
                 self._cond.notify_all()
 
