@@ -32,6 +32,7 @@ from runcycles import CyclesClient, CyclesConfig
 from benchmarks._results import RESULTS_DIR, write_json, write_section
 from benchmarks.bench_authority import setup, start_server
 from otel_cycles import CyclesSpanProcessor
+from otel_cycles._lean_client import lean_client
 from otel_cycles._registry import REGISTRY, PendingReservation, RunState, span_key
 from otel_cycles._settlement import settlement_for
 from otel_cycles.pricing import normalize_model_id
@@ -46,7 +47,7 @@ class _NullExporter(SpanExporter):
         return SpanExportResult.SUCCESS
 
 
-def _reserve_many(client: CyclesClient, n: int) -> list[tuple[str, str]]:
+def _reserve_many(client: CyclesClient, n: int, threads: bool = True) -> list[tuple[str, str]]:
     def one(_: int) -> tuple[str, str]:
         key = str(uuid.uuid4())
         body = {
@@ -60,6 +61,8 @@ def _reserve_many(client: CyclesClient, n: int) -> list[tuple[str, str]]:
         assert response.is_success and response.body is not None, response.error_message
         return key, str(response.body["reservation_id"])
 
+    if not threads:
+        return [one(i) for i in range(n)]
     with ThreadPoolExecutor(4) as pool:
         return list(pool.map(one, range(n)))
 
@@ -110,6 +113,19 @@ def _round(client: CyclesClient, spans: int, governed: bool) -> dict[str, float]
     return {"end_us": elapsed / spans * 1e6, "drain_s": drained, "cpu_us": cpu / spans * 1e6}
 
 
+def transport(client: CyclesClient, requests: int) -> dict[str, float]:
+    """Process CPU and wall time per reservation through runcycles' httpx client and through the lean one."""
+    out = {}
+    for name, sender in (("httpx", client), ("lean", lean_client(client))):
+        _reserve_many(sender, 20)  # warm up: connections
+        cpu, wall = time.process_time(), time.perf_counter()
+        for _ in range(requests):
+            _reserve_many(sender, 1, threads=False)
+        out[f"{name}_cpu_us"] = (time.process_time() - cpu) / requests * 1e6
+        out[f"{name}_wall_us"] = (time.perf_counter() - wall) / requests * 1e6
+    return out
+
+
 def throughput(client: CyclesClient, spans: int, rounds: int) -> dict[str, Any]:
     pairs = []
     for round_ in range(rounds):
@@ -141,7 +157,10 @@ def report(r: dict[str, Any], command: str) -> str:
         f"| ratio of end times (target <= 1.15) | 1 | **{r['ratio']:.2f}** |\n"
         f"| process CPU per span, background threads included | {r['bsp_cpu_us']:.0f} us "
         f"| {r['cycles_cpu_us']:.0f} us (a real commit each) |\n"
-        f"| commits sent per second by the settlement worker | | {r['commits_per_s']:,.0f} |\n"
+        f"| commits sent per second by the settlement worker | | {r['commits_per_s']:,.0f} |\n\n"
+        "One reservation request, sequential, same process and authority: through runcycles' httpx client "
+        f"{r['httpx_cpu_us']:.0f} us CPU ({r['httpx_wall_us']:.0f} us wall); through the lean transport "
+        f"(`otel_cycles._lean_client`) {r['lean_cpu_us']:.0f} us CPU ({r['lean_wall_us']:.0f} us wall).\n"
     )
 
 
@@ -158,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         authority, base_url = start_server(os.path.join(tmp, "bench.db"))
         try:
             config = CyclesConfig(base_url=base_url, api_key=setup(base_url), journal_dir=os.path.join(tmp, "j"))
-            result = throughput(CyclesClient(config), spans, rounds)
+            client = CyclesClient(config)
+            result = throughput(client, spans, rounds) | transport(client, 300)
         finally:
             authority.terminate()
             authority.wait(10)
