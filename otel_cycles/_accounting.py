@@ -97,8 +97,6 @@ def settle(pending: PendingReservation, outcome: Outcome, *, latency_ms: int | N
             settlement.record_event(f"unreserved-{key}", event_body)
         _record_metrics(pending, outcome)
     pending.run.note_ticket(ticket)
-    if pending.lookahead is not None:
-        pending.lookahead.queue(settlement)
 
 
 def _commit_bodies(

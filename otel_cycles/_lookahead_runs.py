@@ -1,8 +1,9 @@
-"""The lookahead of each run (`_lookahead`): queue it behind an answer's commit, adopt it, or release it unused.
+"""The lookaheads of each run (`_lookahead`): make them when an answer is in, adopt them, or release them unused.
 
-At most one lookahead per run exists at a time (`RunState.lookahead`). It is released when it does not fit the call
-that claims it, when a call of the run is denied (so a denial never depends on speculation), when it grows too old to
-adopt (the reaper), and at the end of the run.
+A run holds at most one lookahead for its next LLM call (`RunState.lookahead`) and one per tool the last answer named
+(`RunState.tool_lookaheads`). They are released when they do not fit the call that claims them, when a call of the
+run is denied (so a denial never depends on speculation), when they grow too old to adopt (the reaper), and at the
+end of the run.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from otel_cycles import metrics
+from otel_cycles._accounting import TOOL_KIND
 from otel_cycles._lookahead import Lookahead
 from otel_cycles._reaper import REAPER
 from otel_cycles._registry import PendingReservation, RunState
@@ -34,26 +36,34 @@ class RunLookaheads:
         """Builds the reservation request of an action and amount."""
 
     def make(self, pending: PendingReservation, amount: int) -> None:
-        """Make the reservation of the run's next LLM call (queued by `settle`, behind this call's commit)."""
+        """Make the reservation of the run's next LLM call; at most one per run at a time."""
         run = pending.run
         lookahead = Lookahead(self._body(dict(pending.action), amount), amount)
         with run.lock:
             if run.lookahead is not None or run.denial is not None:
                 return
             run.lookahead = lookahead
-        pending.lookahead = lookahead
-        # A cancelled run reaches neither its next LLM call nor after_agent_invocation; a long tool call makes the
-        # lookahead too old to adopt. Either way, release it rather than hold budget for nothing.
-        REAPER.watch_call(
-            lookahead,
-            lambda: run.lookahead is lookahead,
-            lambda: self.drop(run, "lookahead not used", wait_s=LOOKAHEAD_WAIT_S) > 0,
-            deadline=time.monotonic() + self._ttl_ms / 2000,
-        )
+        self._send(run, lookahead)
+
+    def make_tools(self, pending: PendingReservation, tools: list[tuple[str, int]]) -> None:
+        """Reserve the tool calls an answer names, `(tool, estimate)`, while together they are no bigger than what
+        the run may hold ahead for its next LLM call."""
+        room = pending.lookahead_amount or 0
+        run = pending.run
+        for tool, estimate in tools:
+            room -= estimate
+            if room < 0:
+                return
+            lookahead = Lookahead(self._body({"kind": TOOL_KIND, "name": tool[:256]}, estimate), estimate)
+            with run.lock:
+                if run.denial is not None:
+                    return
+                run.tool_lookaheads.append(lookahead)
+            self._send(run, lookahead)
 
     def claim(self, run: RunState, action: dict[str, Any], estimate: int) -> tuple[Lookahead, Allowed] | None:
         """The run's lookahead reservation if it fits this call; else None (an unfit one is released)."""
-        lookahead = run.take_lookahead()
+        lookahead = run.take_lookahead(action if action["kind"] == TOOL_KIND else None)
         if lookahead is None:
             return None
         allowed, outcome = lookahead.claim(LOOKAHEAD_WAIT_S)
@@ -68,13 +78,27 @@ class RunLookaheads:
         return None  # the call reserves for itself
 
     def drop(self, run: RunState, reason: str, *, wait_s: float) -> int:
-        """Release the run's unused lookahead, waiting up to `wait_s` for one on the wire; the release's ticket or 0."""
-        lookahead = run.take_lookahead()
-        if lookahead is None:
-            return 0
-        allowed, outcome = lookahead.claim(wait_s)
-        metrics.lookahead.add(1, {"outcome": "unused" if allowed is not None else outcome})
-        return self._release(run, lookahead, allowed, reason) if allowed is not None else 0
+        """Release the run's unused lookaheads, waiting up to `wait_s` for ones on the wire; the last release's ticket
+        or 0."""
+        ticket = 0
+        deadline = time.monotonic() + wait_s
+        for lookahead in run.take_lookaheads():
+            allowed, outcome = lookahead.claim(max(0.0, deadline - time.monotonic()))
+            metrics.lookahead.add(1, {"outcome": "unused" if allowed is not None else outcome})
+            if allowed is not None:
+                ticket = max(ticket, self._release(run, lookahead, allowed, reason))
+        return ticket
+
+    def _send(self, run: RunState, lookahead: Lookahead) -> None:
+        self._settlement.look_ahead(lookahead)
+        # A cancelled run reaches neither its next call nor after_agent_invocation; a long tool call makes the
+        # lookahead too old to adopt. Either way, release it rather than hold budget for nothing.
+        REAPER.watch_call(
+            lookahead,
+            lambda: run.holds(lookahead),
+            lambda: self.drop(run, "lookahead not used", wait_s=LOOKAHEAD_WAIT_S) > 0,
+            deadline=time.monotonic() + self._ttl_ms / 2000,
+        )
 
     def _release(self, run: RunState, lookahead: Lookahead, allowed: Allowed, reason: str) -> int:
         reservation_id = allowed.response.reservation_id

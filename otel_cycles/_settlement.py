@@ -7,8 +7,9 @@ created for the same authority and key. The commit itself goes through runcycles
 reservation expired, and never a release after spend. We reuse it rather than re-implement that classification; a
 commit refused for its overage (REJECT, overdraft limit) settles at the reserved estimate (`_overage`).
 
-The same worker also runs other requests that must follow a run's settlements in order (`run_after`: the lookahead
-reservations of `_lookahead`).
+Lookahead reservations (`_lookahead`) go out on a second lane, a small thread pool, so they are sent beside the
+commits rather than queued behind them: a lookahead is made only with ample budget headroom, so nothing depends on a
+commit landing first, and the calls waiting for lookaheads come right after the answer whose commit is being sent.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from opentelemetry import context as otel_context
 from runcycles import CyclesClient
@@ -31,6 +33,7 @@ from runcycles.lifecycle import CyclesLifecycle
 from runcycles.retry import CommitRetryEngine
 
 from otel_cycles import metrics
+from otel_cycles._lean_client import lean_client
 from otel_cycles._overage import OverageAwareClient
 
 __all__ = ["Settlement", "flush_all", "settlement_for"]
@@ -38,6 +41,11 @@ __all__ = ["Settlement", "flush_all", "settlement_for"]
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_QUEUE = 10_000
+_LANE_THREADS = 2
+"""Lookahead requests in flight at once per client: a run's next LLM call and a tool, or two runs' next calls."""
+STUCK_S = 0.2
+"""A worker busy with one request for longer than this is stuck on a slow authority: callers then journal their commits
+themselves, and the commits queued unjournaled behind that request, rather than leave them unjournaled until it ends."""
 _RELEASE_RETRY_DELAYS_S = (0.5, 1.0, 2.0)
 
 
@@ -49,12 +57,11 @@ CommitBodies = Callable[[], tuple[dict[str, Any], dict[str, Any]]]
 class _Op:
     ticket: int
     kind: str
-    """`commit`, `release` or `task`."""
+    """`commit` or `release`."""
     reservation_id: str
     body: dict[str, Any]
     event_body: dict[str, Any] | None = None
     attempt: int = 0
-    task: Callable[[], None] | None = None
     build: CommitBodies | None = None
     """Builds `body` and `event_body` of a commit on the worker, off the caller's thread."""
 
@@ -92,6 +99,17 @@ class _JournalOnceEngine(CommitRetryEngine):
         super().persist_pending(reservation_id, commit_body, event_fallback_body)
 
 
+class LookaheadRequest(Protocol):
+    """What the lookahead lane sends: `_lookahead.Lookahead` (typed structurally, so this module needs no import of
+    `_lookahead`, which imports this one through `_reserve`)."""
+
+    @property
+    def key(self) -> str: ...
+
+    def send(self, client: CyclesClient) -> Any:
+        """Make the request; return an allowed response nobody will claim any more (to release), else None."""
+
+
 @contextmanager
 def suppressed_instrumentation() -> Iterator[None]:
     """Set the OTel suppression flag so the Cycles client's own HTTP spans never reach our processor."""
@@ -110,7 +128,7 @@ class Settlement:
     """
 
     def __init__(self, client: CyclesClient, *, max_queue: int = DEFAULT_MAX_QUEUE) -> None:
-        self._client = client
+        self._client = lean_client(client)  # the worker's CPU per request decides how fast commits drain
         self._base_url = client._config.base_url
         self._engine = _JournalOnceEngine(client._config)
         # Building the lifecycle hands the client to the retry engine, which replays any journaled commits a previous
@@ -118,34 +136,38 @@ class Settlement:
         # The commit path (first attempts and retries) sees the client through OverageAwareClient, so a commit
         # refused for its overage still settles the reservation (see `_overage`).
         with suppressed_instrumentation():
-            self._lifecycle = CyclesLifecycle(cast(CyclesClient, OverageAwareClient(client)), self._engine, {})
+            self._lifecycle = CyclesLifecycle(cast(CyclesClient, OverageAwareClient(self._client)), self._engine, {})
         self._max_queue = max_queue
-        # _cond guards _queue, _issued, _attempted and _worker.
+        # _cond guards _queue, _issued, _attempted, _request_started and _worker.
         self._cond = threading.Condition()
         self._queue: deque[_Op] = deque()
         self._issued = 0
         self._attempted = 0
+        self._request_started: float | None = None
+        """`time.monotonic()` when the worker sent its current request; None between requests."""
         self._worker: threading.Thread | None = None
         self._closed = False
+        self._lane = ThreadPoolExecutor(max_workers=_LANE_THREADS, thread_name_prefix="otel-cycles-lookahead")
 
     @property
     def base_url(self) -> str:
         return self._base_url
 
-    @property
-    def client(self) -> CyclesClient:
-        return self._client
-
     def commit(self, reservation_id: str, bodies: CommitBodies) -> int:
         """Queue the commit, journaled. Never raises, never does network I/O.
 
-        An idle worker takes the commit at once, builds its bodies and journals it first thing (in `_handle_commit`),
-        so the caller pays neither. A busy worker may be stuck on a slow authority, so then the caller builds and
-        journals the commit before queueing: a commit never waits in the queue unjournaled behind another request.
+         The worker builds the commit's bodies and journals it, so the caller pays neither: at once if it is idle (in
+         `_handle_commit`), else right after its current request, together with everything queued meanwhile
+        . A worker stuck on a slow authority (`STUCK_S`) may not get there for a long time, so then
+         the caller journals its commit itself, and those queued unjournaled before it.
         """
         with self._cond:
-            busy = self._attempted < self._issued
-        if busy:
+            started = self._request_started
+            stuck = started is not None and time.monotonic() - started > STUCK_S
+            if stuck:
+                for op in self._take_unjournaled():
+                    self._journal(op)
+        if stuck:
             body, event_body = bodies()
             self._engine.journal(reservation_id, body, event_body)
             return self._submit("commit", reservation_id, body, event_body)
@@ -155,9 +177,25 @@ class Settlement:
         """Queue a release. Never raises, never does network I/O."""
         return self._submit("release", reservation_id, body)
 
-    def run_after(self, task: Callable[[], None]) -> None:
-        """Run `task` on the worker after everything queued so far (dropped, never run, when the queue is full)."""
-        self._submit("task", "", {}, task=task)
+    def look_ahead(self, lookahead: LookaheadRequest) -> None:
+        """Send a lookahead reservation on the lookahead lane. Never raises, never does network I/O.
+
+        Not sent at all once the Settlement is closed (the interpreter is exiting): its claim then finds it unsent.
+        """
+        try:
+            self._lane.submit(self._send_lookahead, lookahead)
+        except RuntimeError:
+            metrics.settlement_errors.add(1, {"error.type": "closed", "cycles.operation": "lookahead"})
+
+    def _send_lookahead(self, lookahead: LookaheadRequest) -> None:
+        try:
+            with suppressed_instrumentation():
+                orphan = lookahead.send(self._client)
+            if orphan is not None:  # its run stopped waiting for it
+                self.release(orphan.response.reservation_id or "", release_body(lookahead.key, "lookahead not used"))
+        except Exception:
+            metrics.settlement_errors.add(1, {"error.type": "internal", "cycles.operation": "lookahead"})
+            logger.exception("otel-cycles failed to send a lookahead reservation")
 
     def record_event(self, reference: str, event_body: dict[str, Any]) -> None:
         """Record spend that had no reservation (fail-open) via `POST /v1/events`, journaled and retried."""
@@ -188,6 +226,7 @@ class Settlement:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+        self._lane.shutdown(wait=False)
         return done
 
     def _submit(
@@ -196,7 +235,6 @@ class Settlement:
         reservation_id: str,
         body: dict[str, Any],
         event_body: dict[str, Any] | None = None,
-        task: Callable[[], None] | None = None,
         build: CommitBodies | None = None,
     ) -> int:
         with self._cond:
@@ -206,7 +244,7 @@ class Settlement:
                 overflow = False
                 self._issued += 1
                 ticket = self._issued
-                self._queue.append(_Op(ticket, kind, reservation_id, body, event_body, task=task, build=build))
+                self._queue.append(_Op(ticket, kind, reservation_id, body, event_body, build=build))
                 self._ensure_worker()
                 self._cond.notify_all()
         if overflow:
@@ -217,9 +255,7 @@ class Settlement:
 
     def _overflow(self, kind: str, reservation_id: str, body: dict[str, Any], event_body: dict[str, Any] | None) -> int:
         metrics.settlement_errors.add(1, {"error.type": "queue_full", "cycles.operation": kind})
-        if kind == "task":
-            pass  # never run (a lookahead never sent: the next call claims nothing and reserves for itself)
-        elif kind == "commit":
+        if kind == "commit":
             # Already journaled; the retry engine delivers it on its own thread, so nothing is lost.
             self._engine.forget(reservation_id)
             self._engine.schedule(reservation_id, body, event_body)
@@ -237,6 +273,24 @@ class Settlement:
             self._worker = threading.Thread(target=self._run, name="otel-cycles-settlement", daemon=True)
             self._worker.start()
 
+    def _take_unjournaled(self) -> list[tuple[_Op, CommitBodies]]:
+        """Queued commits nobody journaled yet, each with its body builder, now owned by the caller. With _cond held."""
+        taken = []
+        for op in self._queue:
+            if op.build is not None:
+                taken.append((op, op.build))
+                op.build = None
+        return taken
+
+    def _journal(self, taken: tuple[_Op, CommitBodies]) -> None:
+        op, build = taken
+        try:
+            op.body, op.event_body = build()
+        except Exception:  # left to `_execute`, which reports it
+            op.build = build
+            return
+        self._engine.journal(op.reservation_id, op.body, op.event_body)
+
     def _run(self) -> None:
         while True:
             with self._cond:
@@ -244,12 +298,20 @@ class Settlement:
                 if not self._queue:
                     return
                 op = self._queue.popleft()
+                ahead = self._take_unjournaled()
             try:
+                # Journal what queued up during the last request before the next one: a commit then waits
+                # unjournaled behind at most one request, and none of the callers wrote a file.
+                for taken in ahead:
+                    self._journal(taken)
+                with self._cond:
+                    self._request_started = time.monotonic()
                 self._execute(op)
             except Exception:
                 metrics.settlement_errors.add(1, {"error.type": "internal", "cycles.operation": op.kind})
                 logger.exception("otel-cycles failed to settle reservation %s", op.reservation_id)
             with self._cond:
+                self._request_started = None
                 self._attempted = max(self._attempted, op.ticket)
                 self._cond.notify_all()
 
@@ -260,8 +322,6 @@ class Settlement:
                     op.body, op.event_body = op.build()
                 assert op.event_body is not None
                 self._lifecycle._handle_commit(op.reservation_id, op.body, op.event_body)
-            elif op.task is not None:
-                op.task()
             else:
                 self._release_once(op)
 
@@ -297,6 +357,7 @@ class Settlement:
         self._queue = deque()
         self._issued = self._attempted = 0
         self._worker = None
+        self._lane = ThreadPoolExecutor(max_workers=_LANE_THREADS, thread_name_prefix="otel-cycles-lookahead")
 
 
 def release_body(reservation_key: str, reason: str) -> dict[str, Any]:

@@ -10,18 +10,19 @@ Flow per call (AnyAgent runs our hooks after it opened the span and before it en
    so every exporter, whatever its position among the span processors, exports it. With parallel tool calls
    AnyAgent's `current_span` may point at a sibling call by then; `after_tool_execution` finds the call's own span
    (`_frameworks`) and re-targets `current_span`, so AnyAgent ends each tool span exactly once. An LLM answer that
-   asks for tools also queues the reservation of the run's next LLM call, which its before-hook then adopts
-   (`_lookahead`): the reservation round trip overlaps the tool calls instead of delaying the next call.
+   asks for tools also sends the reservations of those tools and of the run's next LLM call, which their before-hooks
+   then adopt (`_lookahead`): the round trips overlap the agent's own work instead of delaying the calls.
    An `ALLOW_WITH_CAPS` decision's caps are honoured in the before-hook (`_caps`): a forbidden tool or a call past
    `max_steps_remaining` is stopped with `ActionNotPermitted` (its reservation released), a cooldown waits, and
    `max_tokens` clamps the request (`_clamp`). With `soft_landing` a denied LLM call reserves what the budget can
    still pay and is clamped to it; with `shadow` nothing is enforced, only recorded (unreserved calls become events).
 3. The span ends; `CyclesSpanProcessor.on_end` commits (or releases) in the background.
 4. `after_agent_invocation`: settle what the framework never finished (LLM errors, cancels, spans AnyAgent never
-   ends: released, or committed if the call's after-hook already priced it) and an unused lookahead, then wait
+   ends: released, or committed if the call's after-hook already priced it) and unused lookaheads, then wait
    (bounded) until the run's commits and releases were sent, so balances are exact on return.
 
-The hooks are synchronous and thread-safe, as every framework but tinyagent requires.
+The hooks are synchronous and thread-safe, as every framework but tinyagent requires; tinyagent, which awaits
+coroutine hooks, runs the blocking ones on a thread pool so its event loop keeps serving other runs (`_async_hooks`).
 """
 
 from __future__ import annotations
@@ -37,12 +38,13 @@ from any_agent.callbacks import Callback, Context
 from opentelemetry.trace import Span, StatusCode
 from runcycles import AsyncCyclesClient, CyclesClient, CyclesConfig
 
-from otel_cycles import _caps, _clamp, _frameworks, _stops, metrics, pricing
+from otel_cycles import _async_hooks, _caps, _clamp, _frameworks, _stops, metrics, pricing
 from otel_cycles import attributes as attr
 from otel_cycles import environment_variables as env
 from otel_cycles._accounting import LLM_KIND, TOOL_KIND, cost_attributes, decide, finish_unended
 from otel_cycles._heartbeat import heartbeat_for
-from otel_cycles._lookahead import Lookahead, asks_for_tools, next_amount, worth_it
+from otel_cycles._lean_client import lean_client
+from otel_cycles._lookahead import Lookahead, asks_for_tools, named_tools, next_amount, worth_it
 from otel_cycles._lookahead_runs import LOOKAHEAD_WAIT_S, RunLookaheads
 from otel_cycles._reaper import REAPER
 from otel_cycles._registry import REGISTRY, PendingReservation, RunState, span_key
@@ -93,9 +95,9 @@ class CyclesBudgetCallback(Callback):
         settle_timeout_s: How long the end of a run waits for its commits to be sent (default 10 s; 0: no wait).
         heartbeat: Extend the reservation of a call that outlives its TTL (a long tool call) while it runs. Off, an
             expired reservation's spend is still recorded, through the commit's `POST /v1/events` fallback.
-        lookahead: Reserve the next LLM call in the background while the tools an answer asked for run, so its
-            before-hook needs no round trip (`CYCLES_LOOKAHEAD`, default True). Only made while the budget has ample
-            room (`otel_cycles._lookahead`); denials are always decided by a fresh reservation.
+        lookahead: Reserve the tool calls an answer names, and the next LLM call, in the background as soon as the
+            answer is in, so their before-hooks need no round trip (`CYCLES_LOOKAHEAD`, default True). Only made while
+            the budget has ample room (`otel_cycles._lookahead`); denials are always decided by a fresh reservation.
         attach_processor: Attach a `CyclesSpanProcessor` to the global tracer provider if none is attached, so
             commits happen even when the user sets up no OpenTelemetry at all (callback-only mode).
         shadow: Shadow mode (`CYCLES_SHADOW`, default False): every call is still reserved and decided, the span
@@ -196,6 +198,8 @@ class CyclesBudgetCallback(Callback):
         self.cooldown_max_wait_s = cooldown_max_wait_s
         self._subject = self._build_subject()
         self._settlement = settlement_for(client)
+        self._wire = lean_client(client)
+        """Sends the reservations (`_lean_client`); `client` stays what the user passed, for everything else."""
         self._lookaheads = RunLookaheads(self._settlement, int(self.ttl_ms), self._reservation_body)
         self._state_key = f"otel_cycles.run.{id(self):x}"
         pricing.warm_up()
@@ -265,8 +269,11 @@ class CyclesBudgetCallback(Callback):
         if _clamp.finish(span.get_span_context().trace_id) is False:
             _caps.clamp_bypassed(self._run(context))
         pending = self._stamp_outcome(span)
-        if pending is not None and pending.lookahead_amount is not None and asks_for_tools(span):
-            self._lookaheads.make(pending, pending.lookahead_amount)
+        if pending is not None and pending.lookahead_amount is not None:
+            tools = [(tool, self.estimates.tool(tool)[0]) for tool in named_tools(_attributes(span))]
+            self._lookaheads.make_tools(pending, tools)
+            if asks_for_tools(span):
+                self._lookaheads.make(pending, pending.lookahead_amount)
         return context
 
     def after_tool_execution(self, context: Context, *args: Any, **kwargs: Any) -> Context:
@@ -362,7 +369,7 @@ class CyclesBudgetCallback(Callback):
             span.set_attributes(span_attributes)
             _stops.deny(context, span, run, refusal, kind=kind, name=name)
         started = time.perf_counter()
-        ahead = self._lookaheads.claim(run, action, estimate) if lookahead_amount is not None else None
+        ahead = self._lookaheads.claim(run, action, estimate)
         landed: int | None = None
         result: ReserveResult
         if ahead is not None:
@@ -408,7 +415,7 @@ class CyclesBudgetCallback(Callback):
 
     def _reserve_fresh(self, run: RunState, body: dict[str, Any]) -> ReserveResult:
         in_flight = self._settlement.outstanding()
-        result = reserve(self.client, body)
+        result = reserve(self._wire, body)
         if isinstance(result, Denied):
             # Commits queued or in flight when we asked still held their full estimates at the authority, and a
             # lookahead of this run holds budget for a call that may never come. Once the commits have returned
@@ -418,7 +425,7 @@ class CyclesBudgetCallback(Callback):
             if in_flight or released:
                 self._settlement.wait(max(in_flight, released), self.settle_timeout_s or 5.0)
                 body["idempotency_key"] = str(uuid.uuid4())
-                result = reserve(self.client, body)
+                result = reserve(self._wire, body)
         return result
 
     def _soft_land(
@@ -434,7 +441,7 @@ class CyclesBudgetCallback(Callback):
             return denied, body, None
         amount, tokens = offer
         landed_body = {**body, "idempotency_key": str(uuid.uuid4()), "estimate": {"unit": _UNIT, "amount": amount}}
-        result = reserve(self.client, landed_body)
+        result = reserve(self._wire, landed_body)
         metrics.soft_landing.add(1, {"outcome": "landed" if isinstance(result, Allowed) else "denied"})
         if not isinstance(result, Allowed):
             return denied, body, None
@@ -582,3 +589,6 @@ def _positive(value: float | None, name: str, default: float) -> float:
     if isinstance(value, bool) or not value > 0:
         raise ValueError(f"{name} must be positive, not {value!r}")
     return value
+
+
+_async_hooks.install_for_tinyagent(CyclesBudgetCallback)
