@@ -54,6 +54,36 @@ _provider.add_span_processor(SimpleSpanProcessor(SPANS))
 metrics.set_meter_provider(MeterProvider(metric_readers=[METRICS]))
 
 
+def _internal_errors() -> float:
+    """`cycles.settlement.errors{error.type=internal}` so far: bugs the processor and the worker log and swallow."""
+    data = METRICS.get_metrics_data()
+    total = 0.0
+    for resource in data.resource_metrics if data else ():
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                if metric.name == "cycles.settlement.errors":
+                    for point in metric.data.data_points:
+                        if (point.attributes or {}).get("error.type") == "internal":
+                            total += point.value  # type: ignore[union-attr]
+    return total
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "internal_errors_expected: the test provokes an internal error the processor must swallow"
+    )
+
+
+@pytest.fixture(autouse=True)
+def no_swallowed_bugs(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a test in which otel-cycles swallowed an internal error (it never raises into the application, by design,
+    so a bug would otherwise only show as a log line and a counter)."""
+    before = _internal_errors()
+    yield
+    if request.node.get_closest_marker("internal_errors_expected") is None:
+        assert _internal_errors() == before, "otel-cycles swallowed an internal error: see the captured log"
+
+
 @pytest.fixture
 def spans() -> Iterator[InMemorySpanExporter]:
     SPANS.clear()

@@ -7,6 +7,7 @@ them) against the embedded authority over loopback HTTP.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from typing import Any
 
@@ -17,11 +18,13 @@ from opentelemetry import trace
 
 from otel_cycles import CyclesBudgetCallback
 from otel_cycles import callback as callback_module
-from otel_cycles._reserve import Allowed
+from otel_cycles._reserve import Allowed, Denied
 from otel_cycles.testing import ScriptedModel
 from tests.conftest import Tenant
 from tests.core.agents import make_agent
-from tests.oracle import priced_microcents
+from tests.oracle import DEFAULT_TOOL_COST, Oracle, llm_price
+
+ORACLE = Oracle(tool_costs={"slow_search": DEFAULT_TOOL_COST})
 
 BIG = 10_000_000_000  # $100: ample room, so lookaheads are made
 
@@ -75,7 +78,7 @@ def test_next_calls_adopt_the_lookahead_and_spent_stays_exact(tenant: Tenant, sp
     assert [s.attributes.get("cycles.lookahead") for s in llm] == [None, True, True]
     for span in llm[1:]:
         assert span.attributes["cycles.reserved.amount"] >= span.attributes["cycles.estimate.amount"]
-    expected = sum(priced_microcents(s.attributes) for s in governed(spans))
+    expected = ORACLE.spent(governed(spans))
     assert tenant.spent() == expected
     # One reservation per governed call: no lookahead was wasted (none follows the final answer).
     assert statuses(tenant) == ["COMMITTED"] * len(governed(spans))
@@ -89,7 +92,7 @@ def test_lookahead_off_reserves_every_call(tenant: Tenant, spans) -> None:
     with ScriptedModel(tool_rounds=2) as model:
         make_agent(model, [callback], tools=[slow_search]).run("Research budget governance")
     assert all("cycles.lookahead" not in s.attributes for s in governed(spans))
-    assert tenant.spent() == sum(priced_microcents(s.attributes) for s in governed(spans))
+    assert tenant.spent() == ORACLE.spent(governed(spans))
 
 
 def test_no_lookahead_when_the_budget_is_tight(tenant: Tenant, spans) -> None:
@@ -113,24 +116,78 @@ def test_a_lookahead_too_small_for_the_call_is_released(tenant: Tenant, spans, m
     llm = [s for s in governed(spans) if s.name.startswith("call_llm")]
     assert [s.attributes["cycles.estimate.amount"] for s in llm] == [1_000_000, 10_000_000, 100_000_000]
     assert all("cycles.lookahead" not in s.attributes for s in llm)
-    assert tenant.spent() == sum(priced_microcents(s.attributes) for s in governed(spans))
+    assert tenant.spent() == ORACLE.spent(governed(spans))
     # The two unfit lookaheads were released, not left to expire.
     assert statuses(tenant) == ["COMMITTED"] * len(governed(spans)) + ["RELEASED"] * 2
     assert tenant.active() == []
     assert grew(before, lookahead_outcomes(metric_reader)) == {"unfit": 2}
 
 
-def test_a_denied_lookahead_never_denies_the_call(tenant: Tenant, spans, monkeypatch) -> None:
-    # Force lookaheads on a budget that cannot hold one next to the calls: the lookahead is denied, the call is not.
-    monkeypatch.setattr(callback_module, "worth_it", lambda amount, balances: True)
-    tenant.budget("", 2_500_000)
-    callback = CyclesBudgetCallback(client=tenant.client, tenant=tenant.id, llm_estimate=1_500_000)
-    with ScriptedModel(tool_rounds=2) as model:
-        make_agent(model, [callback], tools=[slow_search]).run("Research budget governance")
-    llm = [s for s in governed(spans) if s.name.startswith("call_llm")]
-    assert len(llm) == 3
-    assert all(s.attributes["cycles.decision"] == "ALLOW" for s in governed(spans))
-    assert tenant.spent() == sum(priced_microcents(s.attributes) for s in governed(spans))
+def test_a_denied_lookahead_never_denies_the_call(tenant: Tenant, metric_reader) -> None:
+    """A lookahead the authority denies: the next call reserves for itself and is allowed.
+
+    Hooks driven by hand so another spender can act at the one moment that matters: after the lookahead was decided
+    (the budget then had far more than 20x its amount left) and before it is sent. The estimate is a callable, so the
+    lookahead is twice the call's estimate; the other spender leaves room for one estimate but not for two.
+    """
+    estimate = 1_000_000
+    tenant.budget("", 100 * estimate)
+    before = lookahead_outcomes(metric_reader)
+    callback = CyclesBudgetCallback(client=tenant.client, tenant=tenant.id, llm_estimate=lambda call: estimate)
+    tracer = trace.get_tracer("any_agent")
+    invoke = tracer.start_span("invoke_agent [t]", attributes={"gen_ai.request.model": "openai:gpt-4o"})
+    context = Context(current_span=invoke, trace=AgentTrace(), tracer=tracer, shared={})
+    callback.before_agent_invocation(context, "prompt")
+
+    first = tracer.start_span("call_llm gpt-4o", attributes={"gen_ai.request.model": "gpt-4o"})
+    context.current_span = first
+    callback.before_llm_call(context)
+    first.set_attributes({"gen_ai.usage.input_tokens": 100, "gen_ai.usage.output_tokens": 10,
+                          "gen_ai.output.type": "json", "gen_ai.output": '[{"tool.name": "search"}]'})  # fmt: skip
+    callback.after_llm_call(context)
+    run = context.shared[callback._state_key]
+    lookahead = run.lookahead
+    assert lookahead is not None and lookahead.amount == 2 * estimate  # decided, not sent yet (queued at span end)
+
+    # Another spender takes all but 1.5 estimates (counting the first call's as returned, as its commit will).
+    taken = 100 * estimate - estimate * 3 // 2
+    other = tenant.client.create_reservation(
+        {"idempotency_key": f"other-{tenant.id}", "subject": {"tenant": tenant.id},
+         "action": {"kind": "tool.execution", "name": "other"},
+         "estimate": {"unit": "USD_MICROCENTS", "amount": taken}}
+    )  # fmt: skip
+    assert other.is_success and other.body is not None, other
+    assert tenant.client.commit_reservation(
+        other.body["reservation_id"],
+        {"idempotency_key": f"other-commit-{tenant.id}",
+         "actual": {"unit": "USD_MICROCENTS", "amount": taken}},
+    ).is_success  # fmt: skip
+
+    first.end()  # queues the first call's commit, then the lookahead behind it
+    assert lookahead._done.wait(10)
+    assert isinstance(lookahead.result, Denied)  # 2 estimates asked, ~1.5 left
+
+    second = tracer.start_span("call_llm gpt-4o", attributes={"gen_ai.request.model": "gpt-4o"})
+    context.current_span = second
+    callback.before_llm_call(context)  # claims the denied lookahead, then reserves for itself
+    attributes = second.attributes  # type: ignore[attr-defined]
+    assert attributes["cycles.decision"] == "ALLOW"
+    assert "cycles.lookahead" not in attributes
+    fresh = attributes["cycles.reservation.id"]
+    second.set_attributes({"gen_ai.usage.input_tokens": 200, "gen_ai.usage.output_tokens": 20,
+                           "gen_ai.output.type": "text", "gen_ai.output": "done"})  # fmt: skip
+    callback.after_llm_call(context)
+    second.end()
+    invoke.end()
+    callback.after_agent_invocation(context, "prompt")
+
+    assert grew(before, lookahead_outcomes(metric_reader)) == {"not_allowed": 1}
+    ours = {r["reservation_id"]: r for r in tenant.authority.reservations(tenant.id)}
+    assert ours[fresh]["reserved"]["amount"] == estimate  # its own estimate, not a lookahead's
+    # The first call, the other spender and the fresh reservation; the denied lookahead left nothing behind.
+    assert sorted(str(r["status"]) for r in ours.values()) == ["COMMITTED"] * 3
+    expected = llm_price(100, 10) + llm_price(200, 20) + taken
+    assert tenant.spent() == expected
     assert tenant.active() == []
 
 
@@ -180,29 +237,44 @@ def test_a_tool_denied_because_of_the_lookahead_gets_it_back(tenant: Tenant, mon
     assert grew(before, lookahead_outcomes(metric_reader)) == {"unused": 1}
 
 
-def test_a_cancelled_run_releases_its_lookahead(tenant: Tenant) -> None:
+def test_a_cancelled_run_releases_its_lookahead(tenant: Tenant, metric_reader) -> None:
     tenant.budget("", BIG)
+    before = lookahead_outcomes(metric_reader)
     callback = CyclesBudgetCallback(client=tenant.client, tenant=tenant.id)
+    held = threading.Event()
 
     async def stuck_search(query: str) -> str:
-        """Search that never comes back in time.
+        """Search that never comes back.
 
         Args:
             query: What to search for.
         """
-        await asyncio.sleep(2.0)
-        return "late"
+        # Cancel only once the tool's reservation and the lookahead are both held at the authority (bounded wait).
+        deadline = time.monotonic() + 30
+        while len(tenant.authority.reservations(tenant.id, status="ACTIVE")) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        held.set()
+        await asyncio.Event().wait()
+        return "never"
 
     async def cancelled(agent: Any) -> None:
-        await asyncio.wait_for(agent.run_async("Research budget governance"), timeout=0.5)
+        task = asyncio.ensure_future(agent.run_async("Research budget governance"))
+        while not held.is_set():
+            assert not task.done(), "the run ended before its tool started"
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
 
     with ScriptedModel(tool_rounds=2) as model:
-        agent = make_agent(model, [callback], tools=[stuck_search])
-        with pytest.raises(TimeoutError):
-            asyncio.run(cancelled(agent))
-    # The tool call and the lookahead made before it are both returned by the reaper, without waiting for the TTL.
-    deadline = time.monotonic() + 10
+        asyncio.run(cancelled(make_agent(model, [callback], tools=[stuck_search])))
+    assert model.request_count == 1
+    # The tool call and the lookahead made before it are both returned by the reaper, without waiting for the TTL
+    # (a bound on the wait, not a synchronisation delay).
+    deadline = time.monotonic() + 30
     while tenant.active() and time.monotonic() < deadline:
-        time.sleep(0.1)
+        time.sleep(0.05)
     assert tenant.active() == []
     assert statuses(tenant) == ["COMMITTED", "RELEASED", "RELEASED"]
+    assert grew(before, lookahead_outcomes(metric_reader)) == {"unused": 1}
+    assert tenant.spent() == llm_price(101, 21)  # the first answer only (the scripted model's usage for request 1)
