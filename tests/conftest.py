@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import os
+import random
 import sys
 import threading
 from collections.abc import Iterator
@@ -72,6 +73,47 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "internal_errors_expected: the test provokes an internal error the processor must swallow"
     )
+
+
+SHUFFLE_VARIABLE = "OTEL_CYCLES_TEST_SHUFFLE"
+"""`OTEL_CYCLES_TEST_SHUFFLE=<seed>` (or `random`) runs the suite in a shuffled order, as pytest-randomly would:
+modules in random order and the tests of each module in random order (module-scoped fixtures stay set up once). The
+seed is printed in the header; rerun with it to reproduce an order."""
+
+
+def _shuffle_seed() -> int | None:
+    value = os.environ.get(SHUFFLE_VARIABLE, "").strip()
+    if not value:
+        return None
+    if value == "random":
+        value = os.environ[SHUFFLE_VARIABLE] = str(random.randrange(10**6))  # xdist-free: one process, one seed
+    return int(value)
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    seed = _shuffle_seed()
+    return None if seed is None else f"test order shuffled: {SHUFFLE_VARIABLE}={seed}"
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    seed = _shuffle_seed()
+    if seed is None:
+        return
+    rng = random.Random(seed)
+    modules: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        modules.setdefault(item.nodeid.split("::")[0], []).append(item)
+    order = list(modules)
+    rng.shuffle(order)
+    for name in order:
+        rng.shuffle(modules[name])
+    items[:] = [item for name in order for item in modules[name]]
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    seed = _shuffle_seed()
+    if seed is not None:
+        terminalreporter.write_line(f"test order was shuffled with {SHUFFLE_VARIABLE}={seed}")
 
 
 @pytest.fixture(autouse=True)

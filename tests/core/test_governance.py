@@ -169,6 +169,8 @@ def test_a_run_cancelled_inside_a_tool_releases_the_tool_and_the_lookahead(tenan
         Args:
             query: Anything.
         """
+        # Signal only once the tool's reservation and the next call's lookahead are both held (bounded wait).
+        wait_until(lambda: len(tenant.active()) >= 2, timeout=30)
         entered.set()
         await asyncio.Event().wait()
         return "never"

@@ -7,7 +7,6 @@ nothing is lost and nothing is charged twice.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from typing import Any
 
@@ -145,7 +144,7 @@ def test_protocol_violating_commit_answer_is_retried_and_counted_once(
 
     assert stack.wait_for(retried)  # the violating answer, then the same-key retry the authority replays
     assert stack.wait_for(lambda: stack.spent() == expected)
-    time.sleep(0.2)
+    assert callback._settlement.flush(30)  # every delivery finished: nothing can land twice after this
     assert stack.spent() == expected
     assert stack.active() == []
 

@@ -37,7 +37,7 @@ def test_expired_reservation_is_recorded_as_an_event(stack: Stack, spans) -> Non
     assert stack.wait_for(lambda: stack.spent() == expected), (stack.spent(), expected)
     statuses = sorted(r["status"] for r in stack.api.reservations(stack.tenant))
     assert statuses == ["COMMITTED", "COMMITTED", "EXPIRED"]  # the tool's reservation expired mid-call
-    time.sleep(0.3)
+    assert callback._settlement.flush(30)  # every delivery finished: nothing can land twice after this
     assert stack.spent() == expected
     assert stack.active() == []
 
