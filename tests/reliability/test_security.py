@@ -123,47 +123,21 @@ def test_tenant_isolation(stack: Stack) -> None:
     assert stack.api.balances(other)[0]["spent"]["amount"] == 0
 
 
-ADMIN_PLANE: dict[str, dict[str, int]] = {
-    # The exact status each admin route answers, by credential: one table, so a permission model (more 403s) is a
-    # one-line change per route. The governance spec lets a tenant key fund its own budgets (dual auth) but never
-    # another tenant's.
-    "no key": {"create tenant": 401, "create api key": 401, "list tenants": 401, "fund own": 401, "fund other": 401},
-    "wrong admin key": {"create tenant": 401, "create api key": 401, "list tenants": 401, "fund own": 401,
-                        "fund other": 401},
-    "tenant key": {"create tenant": 401, "create api key": 401, "list tenants": 401, "fund own": 200,
-                   "fund other": 403},
-}  # fmt: skip
-
-
-@pytest.mark.parametrize("credential", sorted(ADMIN_PLANE))
-def test_admin_plane_requires_the_admin_key(stack: Stack, credential: str) -> None:
+@pytest.mark.parametrize("headers", [{}, {"X-Admin-API-Key": "wrong"}, "tenant_key"])
+def test_admin_plane_requires_the_admin_key(stack: Stack, headers) -> None:
     stack.budget("", 1_000)
-    other = f"other-{uuid.uuid4().hex[:8]}"
-    stack.api.create_tenant(other)
-    stack.api.create_budget(f"tenant:{other}", 1_000)
-    headers = {"no key": {}, "wrong admin key": {"X-Admin-API-Key": "wrong"}}.get(
-        credential, {"X-Cycles-API-Key": stack.api_key}
-    )
-    fund = {"operation": "CREDIT", "amount": {"unit": "USD_MICROCENTS", "amount": 10**12}}
-
-    def fund_scope(tenant: str) -> httpx.Response:
-        params = {"scope": f"tenant:{tenant}", "unit": "USD_MICROCENTS", "tenant_id": tenant}
-        return http.post("/v1/admin/budgets/fund", params=params, json=fund)
-
+    expected = 401  # no credentials, or a wrong admin key
+    if headers == "tenant_key":  # authenticated, but a runtime key holds no admin or budgets:write permission
+        headers, expected = {"X-Cycles-API-Key": stack.api_key}, 403
+    before = stack.api.balances(stack.tenant)
     with httpx.Client(base_url=stack.base_url, headers=headers) as http:
-        answered = {
-            "create tenant": http.post("/v1/admin/tenants", json={"tenant_id": "evil", "name": "evil"}).status_code,
-            "create api key": http.post(
-                "/v1/admin/api-keys", json={"tenant_id": stack.tenant, "name": "x"}
-            ).status_code,
-            "list tenants": http.get("/v1/admin/tenants").status_code,
-            "fund own": fund_scope(stack.tenant).status_code,
-            "fund other": fund_scope(other).status_code,
-        }
-    assert answered == ADMIN_PLANE[credential]
-    # Nothing the refused requests asked for happened.
-    assert stack.amount("allocated") == (1_000 + 10**12 if answered["fund own"] == 200 else 1_000)
-    assert stack.api.balances(other)[0]["allocated"]["amount"] == 1_000
+        assert http.post("/v1/admin/tenants", json={"tenant_id": "evil", "name": "evil"}).status_code == expected
+        assert http.post("/v1/admin/api-keys", json={"tenant_id": stack.tenant, "name": "x"}).status_code == expected
+        assert http.get("/v1/admin/tenants").status_code == expected
+        params = {"scope": f"tenant:{stack.tenant}", "unit": "USD_MICROCENTS", "tenant_id": stack.tenant}
+        fund = {"operation": "CREDIT", "amount": {"unit": "USD_MICROCENTS", "amount": 10**12}}
+        assert http.post("/v1/admin/budgets/fund", params=params, json=fund).status_code == expected
+    assert stack.api.balances(stack.tenant) == before  # nothing minted
     with httpx.Client(base_url=stack.base_url, headers={"X-Admin-API-Key": stack.admin_key}) as http:
         tenants = http.get("/v1/admin/tenants")
         assert tenants.status_code == 200
