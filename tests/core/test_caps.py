@@ -21,9 +21,11 @@ from otel_cycles.pricing import normalize_model_id
 from otel_cycles.testing import ScriptedModel
 from tests.conftest import Tenant
 from tests.core.agents import make_agent
-from tests.oracle import priced_microcents
+from tests.oracle import DEFAULT_TOOL_COST, Oracle
 
 CALLS = {"search_web": 0}
+ORACLE = Oracle(tool_costs={"search_web": DEFAULT_TOOL_COST})
+"""Tools commit the default tool estimate ($0.001): no test here configures a tool cost, except where it says so."""
 
 
 def search_web(query: str) -> str:
@@ -171,7 +173,7 @@ def test_a_forbidden_tool_never_runs(tenant: Tenant, spans: Any, caps: dict[str,
     tools = [r for r in tenant.authority.reservations(tenant.id) if r["action"]["name"] == "search_web"]
     assert [r["status"] for r in tools] == ["RELEASED"]
     llm = [s for s in governed(spans) if s.attributes["cycles.action.kind"] == "llm.completion"]
-    assert tenant.spent() == sum(priced_microcents(s.attributes) for s in llm)
+    assert tenant.spent() == ORACLE.spent(llm)
     assert_nothing_held(tenant)
 
 
@@ -221,7 +223,7 @@ def test_max_steps_remaining_stops_the_run(tenant: Tenant, spans: Any) -> None:
     assert CALLS["search_web"] == 1
     made = [s for s in governed(spans) if s.attributes.get("cycles.reservation.id")]
     assert len(made) == 3
-    assert tenant.spent() == sum(priced_microcents(s.attributes) for s in made)
+    assert tenant.spent() == ORACLE.spent(made)
     assert_nothing_held(tenant)
 
 
@@ -263,7 +265,7 @@ def test_shadow_mode_records_caps_without_enforcing_them(tenant: Tenant, spans: 
     ]
     assert all(s.attributes["cycles.shadow"] is True for s in governed(spans))
     assert counter(metric_reader, "cycles.shadow.denials", **{"cycles.reason_code": "TOOL_NOT_ALLOWED"}) - before == 1
-    assert tenant.spent() == sum(priced_microcents(s.attributes) for s in governed(spans))
+    assert tenant.spent() == ORACLE.spent(governed(spans))
     assert_nothing_held(tenant)
 
 
@@ -294,9 +296,5 @@ def test_soft_landing_lands_while_the_floor_fits_then_denies(tenant: Tenant, spa
     assert counter(metric_reader, "cycles.soft_landing", outcome="landed") - landed == 1
     assert counter(metric_reader, "cycles.soft_landing", outcome="too_small") - too_small == 1
     assert CALLS["search_web"] == 1
-    assert (
-        tenant.spent()
-        == sum(priced_microcents(s.attributes) for s in governed(spans) if "cycles.reservation.id" in s.attributes)
-        <= 1_000_000
-    )
+    assert tenant.spent() == Oracle(tool_costs={"search_web": 800_000}).spent(governed(spans)) <= 1_000_000
     assert_nothing_held(tenant)

@@ -18,7 +18,9 @@ from otel_cycles.testing import ScriptedModel
 from tests.conftest import Tenant
 from tests.core.agents import make_agent, search_web
 from tests.core.test_caps import counter, governed
-from tests.oracle import priced_microcents
+from tests.oracle import DEFAULT_TOOL_COST, Oracle
+
+ORACLE = Oracle(tool_costs={"search_web": DEFAULT_TOOL_COST})
 
 
 def ledger_events(authority: LocalAuthority, tenant_id: str) -> list[dict[str, Any]]:
@@ -55,7 +57,7 @@ def test_shadow_mode_never_stops_a_run_on_a_one_microcent_budget(
     assert tenant.spent() == 1
     if isinstance(tenant.authority, LocalAuthority):  # the embedded ledger's events table (no protocol route lists it)
         events = ledger_events(tenant.authority, tenant.id)
-        expected = sorted(priced_microcents(s.attributes) for s in calls)
+        expected = sorted(ORACLE.expected(s) for s in calls)
         assert sorted(e["actual"] for e in events) == expected
         assert {e["metadata"]["recovery_reason"] for e in events} == {"shadow_denied"}
         assert sum(e["charged"] for e in events) == 1
@@ -70,7 +72,7 @@ def test_shadow_mode_commits_reservations_while_they_are_allowed(tenant: Tenant,
         make_agent(model, [callback], tools=[search_web]).run("Research budgets")
     calls = governed(spans)
     assert {s.attributes["cycles.decision"] for s in calls} == {"ALLOW"}
-    assert tenant.spent() == sum(priced_microcents(s.attributes) for s in calls)
+    assert tenant.spent() == ORACLE.spent(calls)
     assert {r["status"] for r in tenant.authority.reservations(tenant.id)} == {"COMMITTED"}
 
 

@@ -404,10 +404,7 @@ def test_soft_landing_clamps_the_call_the_budget_can_still_pay(framework: str, t
     assert set(bounds) == set(clamps) and all(256 <= c < 100_000 for c in clamps)
     for span, clamp in zip(llm, clamps, strict=True):
         # The landed reservation buys at least the clamp's output tokens at genai-prices' rate (+20 % buffer).
-        output_only = priced_microcents(
-            {"cycles.action.kind": "llm.completion", "gen_ai.usage.cost.source": "local",
-             "gen_ai.usage.input_tokens": 0, "gen_ai.usage.output_tokens": clamp}
-        )  # fmt: skip
+        output_only = llm_price(0, clamp)
         assert output_only * 1.2 <= span.attributes["cycles.estimate.amount"] <= 2_000_000
     assert tenant.spent() == sum(independently_priced(s) for s in governed(spans)) <= 2_000_000
     assert_nothing_held(tenant)
