@@ -34,7 +34,7 @@ from runcycles import AsyncCyclesClient, CyclesClient, CyclesConfig
 
 import otel_cycles
 from otel_cycles import BudgetExceeded, CyclesBudgetCallback, CyclesSpanProcessor, ReservationRejected
-from otel_cycles import callback as callback_module
+from otel_cycles import _lookahead_runs as lookahead_runs
 from otel_cycles import metrics as metrics_module
 from otel_cycles._request_size import size_request
 from otel_cycles._settlement import Settlement
@@ -400,7 +400,7 @@ def test_an_in_flight_lookahead_is_awaited_or_released_when_late(
     """A lookahead on the wire when the next call comes is waited for (bounded): adopted if it comes back in time,
     otherwise the call reserves for itself and the worker releases the late one when its answer arrives."""
     proxy, client = proxied
-    monkeypatch.setattr(callback_module, "_LOOKAHEAD_WAIT_S", 5.0 if not late else 0.0)
+    monkeypatch.setattr(lookahead_runs, "LOOKAHEAD_WAIT_S", 5.0 if not late else 0.0)
     tenant.budget("", 10_000_000_000)
     before = lookahead_outcomes(metric_reader)
     callback = CyclesBudgetCallback(client=client, tenant=tenant.id, llm_estimate=1_000_000)

@@ -361,7 +361,7 @@ def test_caps_max_tokens_bounds_every_request(framework: str, tenant: Tenant, sp
     tenant.budget("", 100_000_000)
     tenant.authority.create_policy(tenant.id, f"tenant:{tenant.id}/*", {"max_tokens": 77})
     with ScriptedModel(tool_rounds=1) as model:
-        make_agent(framework, model, callback_for(tenant)).run(PROMPT)
+        make_agent(framework, model, callback_for(tenant, framework)).run(PROMPT)
         bounds = [r.max_output_tokens for r in model.requests]
     assert len(bounds) >= 2 and set(bounds) == {77}
     llm = [s for s in governed(spans) if s.attributes["cycles.action.kind"] == "llm.completion"]
