@@ -16,7 +16,13 @@ if _typing.TYPE_CHECKING:
     from otel_cycles._frameworks import llama_index_model_type
     from otel_cycles.analysis import ScopeBalance, balances, preflight
     from otel_cycles.callback import CyclesBudgetCallback
-    from otel_cycles.errors import AuthorityUnavailable, BudgetExceeded, GovernanceStop, ReservationRejected
+    from otel_cycles.errors import (
+        AuthorityUnavailable,
+        BudgetExceeded,
+        ConfigurationError,
+        GovernanceStop,
+        ReservationRejected,
+    )
     from otel_cycles.estimates import DEFAULT_TOOL_ESTIMATE, LlmCall
     from otel_cycles.pricing import register_price
     from otel_cycles.processor import CyclesSpanProcessor
@@ -32,6 +38,7 @@ _EXPORTS: dict[str, str] = {
     "CyclesBudgetCallback": "otel_cycles.callback",
     "AuthorityUnavailable": "otel_cycles.errors",
     "BudgetExceeded": "otel_cycles.errors",
+    "ConfigurationError": "otel_cycles.errors",
     "GovernanceStop": "otel_cycles.errors",
     "ReservationRejected": "otel_cycles.errors",
     "DEFAULT_TOOL_ESTIMATE": "otel_cycles.estimates",
@@ -52,6 +59,7 @@ __all__ = [
     "AuthorityUnavailable",
     "ContentFilterSpanProcessor",
     "BudgetExceeded",
+    "ConfigurationError",
     "CyclesBudgetCallback",
     "CyclesSpanProcessor",
     "ExportSetup",

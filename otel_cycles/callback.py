@@ -37,11 +37,13 @@ from otel_cycles import _frameworks, metrics, pricing
 from otel_cycles import attributes as attr
 from otel_cycles import environment_variables as env
 from otel_cycles._accounting import LLM_KIND, TOOL_KIND, cost_attributes, decide, finish_unended
+from otel_cycles._breaker import breaker_for
 from otel_cycles._heartbeat import heartbeat_for
 from otel_cycles._lookahead import Lookahead, next_amount, worth_it
 from otel_cycles._reaper import REAPER
 from otel_cycles._registry import REGISTRY, PendingReservation, RunState, span_key
 from otel_cycles._reserve import Allowed, Denied, Rejected, ReserveResult, Unavailable, reserve
+from otel_cycles._settings import check_base_url, required_tenant
 from otel_cycles._settlement import release_body, settlement_for
 from otel_cycles.analysis import limiting_scope
 from otel_cycles.errors import AuthorityUnavailable, BudgetExceeded, GovernanceStop, ReservationRejected
@@ -72,7 +74,7 @@ class CyclesBudgetCallback(Callback):
             An `AsyncCyclesClient` is accepted too (its config is used for a sync client: AnyAgent's hooks are sync).
         tenant, workspace, app, workflow, agent, toolset: The Cycles subject; the budget hierarchy charged is
             tenant > workspace > app > workflow > agent > toolset (levels left unset are skipped). Unset levels fall
-            back to the client config (`CYCLES_TENANT`, ...); the tenant finally to `"default"`.
+            back to the client config (`CYCLES_TENANT`, ...). A tenant is required (`ConfigurationError` without).
         llm_estimate: Reservation per LLM call. None (default): priced from the request (input tokens estimated from
             the messages, output bounded by `max_tokens` or `output_allowance`, plus `estimate_buffer`). An int: a
             fixed amount. A callable: `f(LlmCall) -> int`.
@@ -88,6 +90,9 @@ class CyclesBudgetCallback(Callback):
         estimate_buffer: Fraction added to priced estimates (default 0.2).
         unknown_model_estimate: Amount reserved and committed for a model with no known price (default 2,000,000).
         fail_open: Let calls proceed when the authority is unreachable (default False: raise AuthorityUnavailable).
+            Once it is known down, calls proceed at once; one call probes it after a cool-down (`_breaker`).
+        reserve_timeout_s: Bound on one reservation, retry included, before the authority counts as unreachable
+            (`CYCLES_RESERVE_TIMEOUT_S`, default 3 s).
         settle_timeout_s: How long the end of a run waits for its commits to be sent (default 10 s; 0: no wait).
         heartbeat: Extend the reservation of a call that outlives its TTL (a long tool call) while it runs. Off, an
             expired reservation's spend is still recorded, through the commit's `POST /v1/events` fallback.
@@ -121,6 +126,7 @@ class CyclesBudgetCallback(Callback):
         estimate_buffer: float | None = None,
         unknown_model_estimate: int | None = None,
         fail_open: bool | None = None,
+        reserve_timeout_s: float | None = None,
         settle_timeout_s: float | None = None,
         heartbeat: bool = True,
         lookahead: bool | None = None,
@@ -132,7 +138,8 @@ class CyclesBudgetCallback(Callback):
             client = CyclesClient(client._config)
         self.client = client
         config = client._config
-        self.tenant = tenant or config.tenant or "default"
+        self.tenant = required_tenant(tenant or config.tenant)
+        check_base_url(config.base_url)
         self.workspace = workspace or config.workspace
         self.app = app or config.app
         self.workflow = workflow or config.workflow
@@ -169,6 +176,10 @@ class CyclesBudgetCallback(Callback):
         )
         """How each call's reservation is sized (`otel_cycles.estimates`)."""
         self.fail_open = fail_open if fail_open is not None else env.env_bool(env.CYCLES_FAIL_OPEN, False)
+        self.reserve_timeout_s = _positive(
+            reserve_timeout_s, "reserve_timeout_s", env.env_number(env.CYCLES_RESERVE_TIMEOUT_S, 3.0, minimum=0.01)
+        )
+        self._breaker = breaker_for(config)
         self.settle_timeout_s = (
             settle_timeout_s if settle_timeout_s is not None else env.env_number(env.CYCLES_SETTLE_TIMEOUT_S, 10.0)
         )
@@ -335,7 +346,9 @@ class CyclesBudgetCallback(Callback):
         else:
             body = self._reservation_body(action, estimate)
             in_flight = self._settlement.outstanding()
-            result = reserve(self.client, body)
+            result = reserve(
+                self.client, body, timeout_s=self.reserve_timeout_s, breaker=self._breaker, gate=self.fail_open
+            )
             if isinstance(result, Denied):
                 # Commits queued or in flight when we asked still held their full estimates at the authority, and a
                 # lookahead of this run holds budget for a call that may never come. Once the commits have returned
@@ -345,7 +358,9 @@ class CyclesBudgetCallback(Callback):
                 if in_flight or released:
                     self._settlement.wait(max(in_flight, released), self.settle_timeout_s or 5.0)
                     body["idempotency_key"] = str(uuid.uuid4())
-                    result = reserve(self.client, body)
+                    result = reserve(
+                        self.client, body, timeout_s=self.reserve_timeout_s, breaker=self._breaker, gate=self.fail_open
+                    )
         idempotency_key = body["idempotency_key"]
         elapsed = time.perf_counter() - started
         decision = "DENY" if isinstance(result, Denied) else "ALLOW" if isinstance(result, Allowed) else "ERROR"
@@ -404,11 +419,11 @@ class CyclesBudgetCallback(Callback):
         if isinstance(result, Unavailable) and self.fail_open:
             span_attributes[attr.CYCLES_FAIL_OPEN] = True
             span_attributes[attr.CYCLES_REASON_CODE] = "AUTHORITY_UNAVAILABLE"
+            span_attributes[attr.CYCLES_BREAKER_STATE] = result.breaker
             span.set_attributes(span_attributes)
-            metrics.fail_open.add(1, {"cycles.action.kind": kind})
-            logger.warning(
-                "otel-cycles: authority %s unreachable (%s); failing open", self.client._config.base_url, result.message
-            )
+            metrics.fail_open.add(1, {"cycles.action.kind": kind, "cycles.breaker.state": result.breaker})
+            # The breaker logs once when the authority goes down and once when it is back, not once per call.
+            logger.debug("otel-cycles: %s %r proceeds without a reservation (%s)", kind, name, result.message)
             if key is not None:
                 REGISTRY.add(key, pending)  # settled as an event once the call finishes
             return
