@@ -57,6 +57,7 @@ logger = logging.getLogger(__name__)
 _frameworks.install_span_end_handover()
 _frameworks.track_current_span()
 _frameworks.fix_agno_unwrap()
+_frameworks.quiet_langchain_stop_echo()
 
 _OVERAGE_POLICIES = frozenset({"REJECT", "ALLOW_IF_AVAILABLE", "ALLOW_WITH_OVERDRAFT"})
 _UNIT = "USD_MICROCENTS"
