@@ -31,8 +31,9 @@ def run_demo(*args: str, cwd: Path) -> tuple[str, dict[str, Any]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CYCLES_", "OPENAI_", "OTEL_", "PYTEST_"))}
     env["COLUMNS"] = "80"  # a terminal's and a pipe's default width: everything must read at 80 columns
     cli = Path(sys.executable).with_name("otel-cycles")
-    done = subprocess.run([str(cli), "demo", "--json", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=600)  # fmt: skip  (a hang guard; the machine may be loaded)
+    done = subprocess.run(
+        [str(cli), "demo", "--json", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )  # fmt: skip  (a hang guard; the machine may be loaded)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary: dict[str, Any] = json.loads(done.stdout)  # with --json, stdout is the JSON alone
     return done.stderr, summary

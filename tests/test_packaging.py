@@ -8,6 +8,11 @@ import sys
 import tarfile
 from pathlib import Path
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, as a package
+    import tomli as tomllib
+
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ("otel_cycles/", "tests/", "examples/", "docs/", "collector/", "benchmarks/")
 TOP_LEVEL = {"README.md", "RELIABILITY.md", "BENCHMARKS.md", "LICENSE", "Makefile", "pyproject.toml", ".gitignore"}
@@ -44,3 +49,26 @@ def test_sdist_contains_only_the_project(tmp_path: Path) -> None:
         "Apache License" in (ROOT / "LICENSE").read_text()
         and "Version 2.0, January 2004" in (ROOT / "LICENSE").read_text()
     )
+
+
+def test_every_pin_of_the_extras_holds_in_the_tested_environment() -> None:
+    """The extras pin what uv resolves `.[all]` to (so plain pip need not backtrack); the suite runs on those."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    requirements = [*project["dependencies"]] + [
+        r for name, extra in project["optional-dependencies"].items() if name not in ("all", "dev") for r in extra
+    ]
+    checked = 0
+    for raw in requirements:
+        requirement = Requirement(raw)
+        try:
+            installed = version(requirement.name)
+        except PackageNotFoundError:
+            raise AssertionError(f"{requirement.name} is not installed; run `make install`") from None
+        assert requirement.specifier.contains(installed, prereleases=True), (raw, installed)
+        checked += 1
+    assert checked >= 20
+    assert "openai<2.45" in project["dependencies"]  # the core install never gets an openai the extra would downgrade
