@@ -12,18 +12,11 @@
 #   collector/build-jaeger.sh --force    # rebuild even if cached
 set -euo pipefail
 
-jaeger_version="v1.76.0"  # the v2 binary is released under the v1.x module tags
+jaeger_version="v1.76.0"  # = Jaeger v2.13.0 (v2 is released under v1.x module tags); docker-compose.yaml pins that image
 cache="${OTEL_CYCLES_CACHE:-$HOME/.cache/otel-cycles}"
 
 force=0
 if [[ "${1:-}" == "--force" ]]; then force=1; fi
-
-if ! command -v go >/dev/null 2>&1; then
-  for candidate in /usr/local/go/bin /usr/lib/go/bin; do
-    if [[ -x "$candidate/go" ]]; then PATH="$candidate:$PATH"; fi
-  done
-fi
-command -v go >/dev/null 2>&1 || { echo "build-jaeger.sh: Go is not installed (need go >= 1.25 on PATH)" >&2; exit 1; }
 
 dest="$cache/jaeger-$jaeger_version"
 binary="$dest/jaeger"
@@ -40,6 +33,14 @@ if [[ -x "$binary" && "$force" == 0 ]]; then
   echo "$binary"
   exit 0
 fi
+
+# Only a build needs Go: a cached binary is returned above without it.
+if ! command -v go >/dev/null 2>&1; then
+  for candidate in /usr/local/go/bin /usr/lib/go/bin; do
+    if [[ -x "$candidate/go" ]]; then PATH="$candidate:$PATH"; fi
+  done
+fi
+command -v go >/dev/null 2>&1 || { echo "build-jaeger.sh: Go is not installed (need go >= 1.25 on PATH)" >&2; exit 1; }
 
 export GOPATH="$cache/go"
 export GOMODCACHE="$cache/go/pkg/mod"

@@ -19,13 +19,6 @@ ocb_version="v0.158.0"  # keep equal to the core component versions in the manif
 force=0
 if [[ "${1:-}" == "--force" ]]; then force=1; fi
 
-if ! command -v go >/dev/null 2>&1; then
-  for candidate in /usr/local/go/bin /usr/lib/go/bin; do
-    if [[ -x "$candidate/go" ]]; then PATH="$candidate:$PATH"; fi
-  done
-fi
-command -v go >/dev/null 2>&1 || { echo "build.sh: Go is not installed (need go >= 1.25 on PATH)" >&2; exit 1; }
-
 digest="$(sha256sum "$manifest" | cut -d' ' -f1)"
 dest="$cache/otelcol-$digest"
 binary="$dest/otelcol-cycles"
@@ -43,6 +36,14 @@ if [[ -x "$binary" && "$force" == 0 ]]; then
   echo "$binary"
   exit 0
 fi
+
+# Only a build needs Go: a cached binary is returned above without it.
+if ! command -v go >/dev/null 2>&1; then
+  for candidate in /usr/local/go/bin /usr/lib/go/bin; do
+    if [[ -x "$candidate/go" ]]; then PATH="$candidate:$PATH"; fi
+  done
+fi
+command -v go >/dev/null 2>&1 || { echo "build.sh: Go is not installed (need go >= 1.25 on PATH)" >&2; exit 1; }
 
 export GOPATH="$cache/go"
 export GOMODCACHE="$cache/go/pkg/mod"

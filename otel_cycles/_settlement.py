@@ -4,7 +4,8 @@ A commit is journaled (runcycles' durable journal) before it waits for anything,
 restarting authority, a full queue and a killed process: whatever has not landed replays the next time a Settlement is
 created for the same authority and key. The commit itself goes through runcycles' own commit path
 (`CyclesLifecycle._handle_commit`): same-key retries with backoff, Retry-After, the `POST /v1/events` fallback when the
-reservation expired, and never a release after spend. We reuse it rather than re-implement that classification.
+reservation expired, and never a release after spend. We reuse it rather than re-implement that classification; a
+commit refused for its overage (REJECT, overdraft limit) settles at the reserved estimate (`_overage`).
 
 The same worker also sends lookahead reservations (`_lookahead`), in order with the run's settlements.
 
@@ -26,7 +27,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from opentelemetry import context as otel_context
 from runcycles import CyclesClient
@@ -36,6 +37,7 @@ from runcycles.retry import CommitRetryEngine
 from otel_cycles import environment_variables as env
 from otel_cycles import metrics
 from otel_cycles._breaker import Breaker, breaker_for, is_down, quiet_attempt
+from otel_cycles._overage import OverageAwareClient
 
 if TYPE_CHECKING:
     from otel_cycles._lookahead import Lookahead
@@ -169,8 +171,10 @@ class Settlement:
         self._engine = _JournalOnceEngine(client._config, self._breaker)
         # Building the lifecycle hands the client to the retry engine, which replays any journaled commits a previous
         # process left behind for this authority and key.
+        # The commit path (first attempts and retries) sees the client through OverageAwareClient, so a commit
+        # refused for its overage still settles the reservation (see `_overage`).
         with suppressed_instrumentation():
-            self._lifecycle = CyclesLifecycle(client, self._engine, {})
+            self._lifecycle = CyclesLifecycle(cast(CyclesClient, OverageAwareClient(client)), self._engine, {})
         self._max_queue = max_queue
         # _cond guards _queue, _issued, _attempted and _worker.
         self._cond = threading.Condition()

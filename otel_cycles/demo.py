@@ -267,7 +267,7 @@ def run_demo(
                 )  # fmt: skip
             )
             model_config = {"model_id": "openai:gpt-4o", "api_base": scripted.base_url, "api_key": "sk-scripted"}
-        export = configure_export(otlp, metric_interval_ms=1_000) if otlp else None
+        export = configure_export(otlp, service_name="otel-cycles-demo", metric_interval_ms=1_000) if otlp else None
         if export is not None:
             stack.callback(export.shutdown)
 

@@ -20,15 +20,19 @@ from opentelemetry import metrics as otel_metrics
 from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from otel_cycles.processor import CyclesSpanProcessor, ensure_processor
 from otel_cycles.redaction import ContentFilterSpanProcessor
 
-__all__ = ["ExportSetup", "attach", "configure_export"]
+__all__ = ["DEFAULT_SERVICE_NAME", "ExportSetup", "attach", "configure_export"]
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_SERVICE_NAME = "otel-cycles"
+"""`service.name` that `configure_export` gives an application nothing else named."""
 
 
 def _sdk_provider(tracer_provider: trace.TracerProvider | None) -> TracerProvider:
@@ -118,10 +122,35 @@ def _otlp_exporters(endpoint: str | None, protocol: str) -> tuple[SpanExporter, 
     )
 
 
+def _name_service(provider: TracerProvider, default: str) -> None:
+    """Give the provider's resource a `service.name` when nothing named the application.
+
+    The SDK's fallback, `unknown_service:python`, is the same for every Python program, so their traces and metrics
+    (Prometheus' `job` label) cannot be told apart. A name the user set wins: the provider's own resource, else
+    `OTEL_SERVICE_NAME` / `OTEL_RESOURCE_ATTRIBUTES`, read now (AnyAgent may have created the provider before the
+    application set them).
+    """
+    if not _is_unnamed(provider.resource):
+        return
+    from_env = Resource.create({})
+    name = default if _is_unnamed(from_env) else str(from_env.attributes[SERVICE_NAME])
+    # The SDK's own way to change a live provider's resource: it updates the tracers already handed out too.
+    update = getattr(provider, "_update_resource", None)
+    if update is None:
+        logger.warning("otel-cycles: this OpenTelemetry SDK cannot rename the service; set OTEL_SERVICE_NAME")
+        return
+    update(Resource({SERVICE_NAME: name}))
+
+
+def _is_unnamed(resource: Resource) -> bool:
+    return str(resource.attributes.get(SERVICE_NAME, "unknown_service")).startswith("unknown_service")
+
+
 def configure_export(
     endpoint: str | None = None,
     *,
     protocol: str | None = None,
+    service_name: str = DEFAULT_SERVICE_NAME,
     tracer_provider: trace.TracerProvider | None = None,
     export_metrics: bool = True,
     metric_interval_ms: int = 10_000,
@@ -135,6 +164,8 @@ def configure_export(
         endpoint: OTLP base endpoint (`http://localhost:4318` for HTTP, `http://localhost:4317` for gRPC). None:
             the standard `OTEL_EXPORTER_OTLP_ENDPOINT` / `..._TRACES_ENDPOINT` variables, else the OTLP default.
         protocol: `http/protobuf` or `grpc`; default `OTEL_EXPORTER_OTLP_PROTOCOL`, else `http/protobuf`.
+        service_name: `service.name` of the exported traces and metrics when neither the tracer provider's resource
+            nor `OTEL_SERVICE_NAME` / `OTEL_RESOURCE_ATTRIBUTES` set one.
         tracer_provider: Provider to export from (default: the global one AnyAgent uses).
         export_metrics: Also install a MeterProvider exporting otel-cycles' metrics, unless one is set already.
         metric_interval_ms: Metric export interval.
@@ -147,6 +178,7 @@ def configure_export(
     protocol = (protocol or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf").lower()
     if protocol not in ("http/protobuf", "grpc"):
         raise ValueError(f"protocol must be 'http/protobuf' or 'grpc', not {protocol!r}")
+    _name_service(provider, service_name)
     metric_exporter: object = None
     if span_exporter is None:
         span_exporter, metric_exporter = _otlp_exporters(endpoint, protocol)

@@ -96,6 +96,7 @@ def test_demo_exports_over_otlp_and_leaves_nothing_behind(tmp_path: Path) -> Non
     governed = [s for s in receiver.spans if "cycles.decision" in s["attributes"]]
     assert len(governed) == len(summary["calls"])
     assert sum(s["attributes"].get("cycles.actual.amount", 0) for s in governed) == summary["committed"]
+    assert receiver.service_names == {"otel-cycles-demo"}  # spans and metrics, named by the demo
     assert list(tmp_path.iterdir()) == []  # in-memory ledger, no journal, no files
 
 

@@ -3,13 +3,14 @@
 `LocalAuthority` runs it in-process on a free loopback port (tests, examples, the demo); `serve()` runs it in the
 foreground (the `otel-cycles authority serve` command). Clients talk to it with `runcycles` as to the reference
 server; setup scripts use the same admin-plane endpoints (`/v1/admin/tenants`, `/api-keys`, `/budgets`,
-`/budgets/fund`).
+`/budgets/fund`, `/policies`).
 
 Example:
     >>> with LocalAuthority() as authority:
     ...     authority.create_tenant("acme")
     ...     api_key = authority.create_api_key("acme")
     ...     authority.create_budget("tenant:acme", 1_000_000)
+    ...     authority.create_policy("acme", "agent:*", {"tool_denylist": ["send_email"], "max_tokens": 512})
     ...     # CyclesConfig(base_url=authority.base_url, api_key=api_key, journal_enabled=False)
 """
 
@@ -17,15 +18,20 @@ from __future__ import annotations
 
 import secrets
 import sys
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import Any
 
 from otel_cycles.authority._errors import CyclesProtocolError
 from otel_cycles.authority._listing import list_reservations
+from otel_cycles.authority._permissions import DEFAULT_KEY_PERMISSIONS, PERMISSIONS
 from otel_cycles.authority._server import BackgroundServer, ServerHandle, run_foreground
 from otel_cycles.authority.ledger import Clock, SQLiteLedger
 
-__all__ = ["CyclesProtocolError", "LocalAuthority", "SQLiteLedger", "serve"]
+__all__ = ["DEFAULT_KEY_PERMISSIONS", "PERMISSIONS", "CyclesProtocolError", "LocalAuthority", "SQLiteLedger", "serve"]
+
+_DAY_MS = 86_400_000
 
 
 class LocalAuthority:
@@ -41,6 +47,8 @@ class LocalAuthority:
         port: TCP port; 0 picks a free port (see `port` / `base_url`).
         clock: Time source in epoch milliseconds, injectable so expiry tests need not sleep.
         sweep_interval_s: Seconds between background expiry sweeps.
+        key_ttl_days: Lifetime of API keys created without `expires_at` (90 days, like the reference server);
+            None: they never expire.
     """
 
     def __init__(
@@ -52,10 +60,11 @@ class LocalAuthority:
         port: int = 0,
         clock: Clock | None = None,
         sweep_interval_s: float = 1.0,
+        key_ttl_days: float | None = 90,
     ) -> None:
         self.admin_key: str = admin_key or "cyc_admin_" + secrets.token_hex(16)
         """The admin secret accepted in `X-Admin-API-Key`."""
-        self.ledger: SQLiteLedger = SQLiteLedger.open(db_path, clock=clock)
+        self.ledger: SQLiteLedger = SQLiteLedger.open(db_path, clock=clock, key_ttl_ms=_ttl_ms(key_ttl_days))
         """The underlying ledger (thread-safe)."""
         try:
             self._server = BackgroundServer(self.ledger, host, port, self.admin_key, sweep_interval_s)
@@ -97,10 +106,56 @@ class LocalAuthority:
         """Set a tenant's status: `ACTIVE`, `SUSPENDED` or `CLOSED` (CLOSED → 409 TENANT_CLOSED on mutations)."""
         return self.ledger.set_tenant_status(tenant_id, status)
 
-    def create_api_key(self, tenant_id: str, name: str = "default") -> str:
-        """Create an API key for `tenant_id` and return its secret (`cyc_live_…`; only a hash is stored)."""
-        secret: str = self.ledger.create_api_key({"tenant_id": tenant_id, "name": name})["key_secret"]
+    def create_api_key(
+        self,
+        tenant_id: str,
+        name: str = "default",
+        *,
+        permissions: Sequence[str] | None = None,
+        expires_at: str | None = None,
+    ) -> str:
+        """Create an API key for `tenant_id` and return its secret (`cyc_live_…`; only a hash is stored).
+
+        `permissions` defaults to the runtime plane only (`DEFAULT_KEY_PERMISSIONS`); grant e.g. `budgets:write`
+        explicitly. `expires_at` (RFC 3339) defaults to now + `key_ttl_days`. See `create_api_key_record`.
+        """
+        secret: str = self.create_api_key_record(tenant_id, name, permissions=permissions, expires_at=expires_at)[
+            "key_secret"
+        ]
         return secret
+
+    def create_api_key_record(
+        self,
+        tenant_id: str,
+        name: str = "default",
+        *,
+        permissions: Sequence[str] | None = None,
+        expires_at: str | None = None,
+    ) -> dict[str, Any]:
+        """Create an API key and return the whole `ApiKeyCreateResponse` (`key_id`, `key_secret`, `permissions`,
+        `expires_at`, ...)."""
+        body: dict[str, Any] = {"tenant_id": tenant_id, "name": name}
+        if permissions is not None:
+            body["permissions"] = list(permissions)
+        if expires_at is not None:
+            body["expires_at"] = expires_at
+        return self.ledger.create_api_key(body)
+
+    def list_api_keys(self, tenant_id: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+        """Return the `ApiKey` records (never secrets), newest first: one tenant's or all, optionally by status
+        (`ACTIVE`, `REVOKED`, `EXPIRED`)."""
+        out: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while True:
+            page = self.ledger.list_api_keys(tenant_id, status, 100, cursor)
+            out.extend(page["keys"])
+            cursor = page.get("next_cursor")
+            if cursor is None:
+                return out
+
+    def revoke_api_key(self, key_id: str, reason: str | None = None) -> dict[str, Any]:
+        """Revoke key `key_id` for good (it gets 401 from now on) and return its `ApiKey` record."""
+        return self.ledger.revoke_api_key(key_id, reason)
 
     def create_budget(
         self,
@@ -125,6 +180,65 @@ class LocalAuthority:
     def set_budget_status(self, scope: str, status: str, unit: str = "USD_MICROCENTS") -> dict[str, Any]:
         """Set a budget's status: `ACTIVE`, `FROZEN` or `CLOSED`."""
         return self.ledger.set_budget_status(scope, unit, status)
+
+    def create_policy(
+        self,
+        tenant_id: str,
+        scope_pattern: str,
+        caps: Mapping[str, Any] | None = None,
+        *,
+        name: str | None = None,
+        priority: int = 0,
+        description: str | None = None,
+        effective_from: datetime | str | None = None,
+        effective_until: datetime | str | None = None,
+        commit_overage_policy: str | None = None,
+        reservation_ttl_override: Mapping[str, int] | None = None,
+    ) -> dict[str, Any]:
+        """Create a policy for `tenant_id` (as `POST /v1/admin/policies` with the admin key); return its `Policy`.
+
+        Args:
+            tenant_id: The owning tenant; the policy only ever applies to its scopes.
+            scope_pattern: `tenant:acme/agent:bot` (exact), `tenant:acme/*` (descendants), `agent:*` (any agent),
+                `*/agent:bot` (that agent anywhere), `*` (every scope).
+            caps: `Caps` fields: `max_tokens`, `max_steps_remaining`, `tool_allowlist`, `tool_denylist`,
+                `cooldown_ms`. Allowed decisions on matching scopes answer `ALLOW_WITH_CAPS` with them.
+            name: Unique per tenant; defaults to `"<scope_pattern> @<priority>"`.
+            priority: The highest-priority matching policy wins (ties: the oldest).
+            description: Free text.
+            effective_from: The policy applies from this instant (aware datetime or RFC 3339 string).
+            effective_until: ...until just before this instant.
+            commit_overage_policy: Overage policy of new reservations on matching scopes (before the tenant's).
+            reservation_ttl_override: `default_ttl_ms`, `max_ttl_ms`, `max_extensions` for those reservations.
+        """
+        body: dict[str, Any] = {
+            "tenant_id": tenant_id,
+            "name": name or f"{scope_pattern} @{priority}",
+            "scope_pattern": scope_pattern,
+            "priority": priority,
+        }
+        if caps is not None:
+            body["caps"] = dict(caps)
+        if description is not None:
+            body["description"] = description
+        if commit_overage_policy is not None:
+            body["commit_overage_policy"] = commit_overage_policy
+        if reservation_ttl_override is not None:
+            body["reservation_ttl_override"] = dict(reservation_ttl_override)
+        for field, value in (("effective_from", effective_from), ("effective_until", effective_until)):
+            if value is not None:
+                body[field] = value.isoformat() if isinstance(value, datetime) else value
+        return self.ledger.create_policy(body, None)
+
+    def update_policy(self, policy_id: str, **fields: Any) -> dict[str, Any]:
+        """Update a policy as `PATCH /v1/admin/policies/{policy_id}` does (e.g. `status="DISABLED"`, `caps={...}`)."""
+        return self.ledger.update_policy(policy_id, fields, None)
+
+    def policies(self, tenant_id: str) -> list[dict[str, Any]]:
+        """Return every `Policy` of `tenant_id`, highest priority first."""
+        return list(
+            self.ledger.list_policies(tenant_id, status=None, scope_pattern=None, limit=10**9, cursor=None)["policies"]
+        )
 
     def balances(self, tenant_id: str) -> list[dict[str, Any]]:
         """Return every `Balance` of `tenant_id`, ordered by scope then unit."""
@@ -163,12 +277,14 @@ def serve(
     port: int = 7878,
     admin_key: str | None = None,
     sweep_interval_s: float = 1.0,
+    key_ttl_days: float | None = 90,
 ) -> None:
     """Serve the authority in the foreground until SIGINT/SIGTERM.
 
-    Prints `listening on http://HOST:PORT` to stdout once ready (port 0 picks a free port).
+    Prints `listening on http://HOST:PORT` to stdout once ready (port 0 picks a free port). `key_ttl_days` is the
+    lifetime of API keys created without `expires_at` (None: they never expire).
     """
-    ledger = SQLiteLedger.open(db_path)
+    ledger = SQLiteLedger.open(db_path, key_ttl_ms=_ttl_ms(key_ttl_days))
 
     def ready(handle: ServerHandle) -> None:
         print(f"listening on http://{handle.host}:{handle.port}", flush=True)
@@ -179,3 +295,9 @@ def serve(
         run_foreground(ledger, host, port, admin_key, sweep_interval_s, ready)
     finally:
         ledger.close()
+
+
+def _ttl_ms(days: float | None) -> int | None:
+    if days is not None and days <= 0:
+        raise ValueError("key_ttl_days must be positive, or None for keys that never expire")
+    return None if days is None else int(days * _DAY_MS)

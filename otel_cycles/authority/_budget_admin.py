@@ -17,14 +17,14 @@ from otel_cycles.authority._model import Budget
 from otel_cycles.authority._sql import Queries
 from otel_cycles.authority._store import LedgerStore
 from otel_cycles.authority._tenants import require_tenant
-from otel_cycles.authority._validation import SUBJECT_LEVELS, check_commit_policy, reject_unknown
+from otel_cycles.authority._validation import SUBJECT_LEVELS, UNITS, check_commit_policy, reject_unknown
 from otel_cycles.authority._views import decode_cursor, encode_cursor, iso, ledger_view
 
 __all__ = ["BudgetAdminMixin", "parse_scope"]
 
 _SEGMENT_RE = re.compile(r"^[a-z0-9_.-]{1,128}$")
-FUND_OPERATIONS = frozenset({"CREDIT", "DEBIT", "RESET", "REPAY_DEBT", "RESET_SPENT"})
-BUDGET_STATUSES = frozenset({"ACTIVE", "FROZEN", "CLOSED"})
+FUND_OPERATIONS = ("CREDIT", "DEBIT", "RESET", "REPAY_DEBT", "RESET_SPENT")  # tuples: see _validation.UNITS
+BUDGET_STATUSES = ("ACTIVE", "FROZEN", "CLOSED")
 _BUDGET_FIELDS = frozenset(
     {
         "tenant_id",
@@ -101,7 +101,7 @@ class BudgetAdminMixin(LedgerStore):
                 raise invalid(f"{field} is required")
         scope, scope_tenant = parse_scope(body["scope"])
         unit = body["unit"]
-        if unit not in ("USD_MICROCENTS", "TOKENS", "CREDITS", "RISK_POINTS"):
+        if unit not in UNITS:
             raise invalid("unit is not a UnitEnum value")
         owner = tenant_id or body.get("tenant_id") or scope_tenant
         if owner != scope_tenant:

@@ -17,17 +17,21 @@ from otel_cycles.authority._validation import SUBJECT_LEVELS
 
 __all__ = [
     "DENY_MESSAGES",
+    "REJECTED_OVERAGE",
     "charge_overage",
     "deny_body",
     "deny_reason",
     "derive_scopes",
     "load_budgets",
     "load_held_budgets",
+    "reject_commit_overage",
     "release_holds",
     "save_budgets",
     "select_budgeted",
     "unit_or_none",
 ]
+
+_INT64_MAX = 9_223_372_036_854_775_807
 
 DENY_MESSAGES = {
     "BUDGET_FROZEN": "Budget is frozen",
@@ -39,17 +43,17 @@ DENY_MESSAGES = {
 """Error message per `deny_reason` code, for the 409 a non-dry-run reservation gets."""
 
 
-def derive_scopes(subject: dict[str, Any], tenant_id: str) -> list[str]:
+def derive_scopes(subject: dict[str, Any]) -> list[str]:
     """Return the cumulative scope prefixes for `subject`, canonical order, lowercased, gaps skipped.
 
-    A subject without `tenant` is evaluated under the effective tenant (the key's tenant).
+    Scopes come from the subject's own fields, as in the reference server: a subject without `tenant` derives no
+    `tenant:` prefix (`{"agent": "x"}` gives `["agent:x"]`). Budgets always sit under a tenant, so such a subject
+    finds none (404, or DENY `BUDGET_NOT_FOUND`) and can never charge the key's tenant.
     """
     parts: list[str] = []
     scopes: list[str] = []
     for level in SUBJECT_LEVELS:
         value = subject.get(level)
-        if level == "tenant" and value is None:
-            value = tenant_id
         if value is not None:
             parts.append(f"{level}:{value.lower()}")
             scopes.append("/".join(parts))
@@ -69,7 +73,15 @@ def load_held_budgets(conn: sqlite3.Connection, budgeted_json: str, unit: str) -
 
 
 def save_budgets(conn: sqlite3.Connection, budgets: list[Budget], now: int) -> None:
-    """Write the balance counters of `budgets` back, stamping `updated_at_ms = now`."""
+    """Write the balance counters of `budgets` back, stamping `updated_at_ms = now`.
+
+    Raises 400 (the caller's transaction rolls back) when a counter would leave SQLite's signed 64-bit range, e.g.
+    a CREDIT on top of a near-maximal allocation.
+    """
+    for b in budgets:
+        counters = (b.allocated, b.remaining, b.reserved, b.spent, b.debt)
+        if max(counters) > _INT64_MAX or min(counters) < -_INT64_MAX:
+            raise CyclesProtocolError(400, "INVALID_REQUEST", f"amount would overflow the balance at scope {b.scope}")
     conn.executemany(
         Queries.UPDATE_BUDGET_BALANCES,
         [
@@ -131,10 +143,26 @@ def deny_body(scopes: list[str], reason: str, *, decide: bool = False) -> dict[s
     return body
 
 
+REJECTED_OVERAGE = "Actual exceeds estimate and policy is REJECT"
+"""The reference server's message for a commit above its estimate under `REJECT` (409 BUDGET_EXCEEDED)."""
+
+
+def reject_commit_overage(policy: str, delta: int) -> None:
+    """Raise 409 BUDGET_EXCEEDED for a commit above its estimate under `REJECT`, whatever the budget has left.
+
+    commit.lua refuses every positive delta under REJECT; the reservation stays ACTIVE, so the caller can still
+    commit within the estimate or release.
+    """
+    if policy == "REJECT" and delta > 0:
+        raise CyclesProtocolError(409, "BUDGET_EXCEEDED", REJECTED_OVERAGE)
+
+
 def charge_overage(budgets: list[Budget], delta: int, policy: str, now: int) -> int:
     """Apply an overage `delta` (> 0) to `budgets` per `policy`; return the amount actually charged.
 
-    Mirrors commit.lua / event.lua. Raises 409 (nothing mutated) on REJECT shortfall or overdraft breach.
+    Mirrors event.lua and the non-REJECT branches of commit.lua (a commit checks `reject_commit_overage` first).
+    Raises 409 (nothing mutated) when `REJECT` finds a scope that cannot cover `delta` (an event's rule) or an
+    overdraft limit would be breached.
     """
     overdraft = policy == "ALLOW_WITH_OVERDRAFT"
     capped = delta

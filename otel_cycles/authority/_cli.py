@@ -23,7 +23,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
         admin_key = "cyc_admin_" + secrets.token_hex(16)
         print(f"admin key (X-Admin-API-Key): {admin_key}", file=sys.stderr, flush=True)
-    serve(args.db, host=args.host, port=args.port, admin_key=admin_key, sweep_interval_s=args.sweep_interval)
+    ttl = args.key_ttl_days or None  # 0: keys never expire
+    serve(args.db, host=args.host, port=args.port, admin_key=admin_key, sweep_interval_s=args.sweep_interval,
+          key_ttl_days=ttl)  # fmt: skip
     return 0
 
 
@@ -98,7 +100,7 @@ def _client_args(parser: argparse.ArgumentParser) -> None:
 
 
 def add_authority_command(subparsers: Any) -> None:
-    """Add the `authority` command (serve, tenant create, api-key create, budget create/fund, balances)."""
+    """Add the `authority` command (serve, tenant create, api-key create, budget create/fund, balances, policy)."""
     authority = subparsers.add_parser("authority", help="the embedded Cycles-compatible budget authority")
     commands = authority.add_subparsers(dest="authority_command", metavar="COMMAND")
     commands.required = True
@@ -109,6 +111,7 @@ def add_authority_command(subparsers: Any) -> None:
     serve.add_argument("--port", type=int, default=7878, help="TCP port, 0 = any free port (default 7878)")
     serve.add_argument("--admin-key", help="admin secret (default: $CYCLES_ADMIN_API_KEY, else a random one)")
     serve.add_argument("--sweep-interval", type=float, default=1.0, help="seconds between expiry sweeps")
+    serve.add_argument("--key-ttl-days", type=float, default=90, help="lifetime of new API keys (0 = never expire)")
     serve.set_defaults(handler=_cmd_serve)
 
     tenant = commands.add_parser("tenant", help="tenants").add_subparsers(dest="tenant_command", metavar="COMMAND")
@@ -150,3 +153,68 @@ def add_authority_command(subparsers: Any) -> None:
     balances.add_argument("--api-key", help="tenant API key (default: $CYCLES_API_KEY); else the admin key is used")
     _client_args(balances)
     balances.set_defaults(handler=_cmd_balances)
+
+    _add_policy_commands(commands)
+
+
+# ---- `authority policy create|list` (issue 11): policies whose caps the authority puts on allowed decisions
+
+
+def _cmd_policy_create(args: argparse.Namespace) -> int:
+    """Create a policy for a tenant (POST /v1/admin/policies); matching allowed decisions carry its caps."""
+    try:
+        caps: dict[str, Any] = json.loads(args.caps) if args.caps else {}
+    except ValueError as exc:
+        raise SystemExit(f"--caps is not valid JSON: {exc}") from None
+    if not isinstance(caps, dict):
+        raise SystemExit("--caps must be a JSON object")
+    for field, value in (("max_tokens", args.max_tokens), ("max_steps_remaining", args.max_steps),
+                         ("cooldown_ms", args.cooldown_ms), ("tool_allowlist", args.allow_tool),
+                         ("tool_denylist", args.deny_tool)):  # fmt: skip
+        if value is not None:
+            caps[field] = value
+    body: dict[str, Any] = {"tenant_id": args.tenant_id, "name": args.name or f"{args.scope_pattern} @{args.priority}",
+                            "scope_pattern": args.scope_pattern, "priority": args.priority}  # fmt: skip
+    if caps or args.caps:
+        body["caps"] = caps
+    for field in ("description", "effective_from", "effective_until"):
+        if getattr(args, field):
+            body[field] = getattr(args, field)
+    return _call(args, "POST", "/v1/admin/policies", body=body, headers={"X-Admin-API-Key": _admin_key(args)})
+
+
+def _cmd_policy_list(args: argparse.Namespace) -> int:
+    """List a tenant's policies, highest priority first (GET /v1/admin/policies)."""
+    params = {"tenant_id": args.tenant_id, "limit": args.limit}
+    params |= {k: v for k, v in (("status", args.status), ("scope_pattern", args.scope_pattern),
+                                 ("cursor", args.cursor)) if v}  # fmt: skip
+    return _call(args, "GET", "/v1/admin/policies", params=params, headers={"X-Admin-API-Key": _admin_key(args)})
+
+
+def _add_policy_commands(commands: Any) -> None:
+    policy = commands.add_parser("policy", help="policies (caps)").add_subparsers(dest="policy_command", metavar="CMD")
+    policy.required = True
+    create = policy.add_parser("create", help=_cmd_policy_create.__doc__, description=_cmd_policy_create.__doc__)
+    create.add_argument("tenant_id")
+    create.add_argument("scope_pattern", help="tenant:t/agent:a (exact), tenant:t/* (descendants), agent:*, */agent:a")
+    create.add_argument("--name", help="unique per tenant (default: '<scope_pattern> @<priority>')")
+    create.add_argument("--priority", type=int, default=0, help="the highest-priority matching policy wins")
+    create.add_argument("--caps", help="Caps as JSON, e.g. '{\"max_tokens\": 512}' (the flags below add to it)")
+    create.add_argument("--max-tokens", type=int)
+    create.add_argument("--max-steps", type=int, help="caps.max_steps_remaining")
+    create.add_argument("--cooldown-ms", type=int)
+    create.add_argument("--allow-tool", action="append", metavar="TOOL", help="caps.tool_allowlist (repeatable)")
+    create.add_argument("--deny-tool", action="append", metavar="TOOL", help="caps.tool_denylist (repeatable)")
+    create.add_argument("--description")
+    create.add_argument("--effective-from", help="RFC 3339 date-time, e.g. 2026-01-01T00:00:00Z")
+    create.add_argument("--effective-until", help="RFC 3339 date-time (exclusive)")
+    _client_args(create)
+    create.set_defaults(handler=_cmd_policy_create)
+    listing = policy.add_parser("list", help=_cmd_policy_list.__doc__, description=_cmd_policy_list.__doc__)
+    listing.add_argument("tenant_id")
+    listing.add_argument("--status", choices=["ACTIVE", "DISABLED"])
+    listing.add_argument("--scope-pattern")
+    listing.add_argument("--limit", type=int, default=200, help="page size, 1-200 (default 200)")
+    listing.add_argument("--cursor", help="next_cursor of the previous page")
+    _client_args(listing)
+    listing.set_defaults(handler=_cmd_policy_list)

@@ -24,7 +24,7 @@ class EventsMixin(LedgerStore):
         key = req["idempotency_key"]
         actual = req["actual"]
         unit, amount = actual["unit"], actual["amount"]
-        scopes = derive_scopes(req["subject"], tenant)
+        scopes = derive_scopes(req["subject"])
         with self._tx() as conn:
             now = self.clock()
             stored = replay(conn, tenant, "event", key, digest)

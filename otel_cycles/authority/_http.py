@@ -17,11 +17,18 @@ from otel_cycles.authority._http_messages import Request, ResponseWriter, new_re
 from otel_cycles.authority._http_runtime import RuntimeHandlers
 from otel_cycles.authority.ledger import SQLiteLedger
 
-__all__ = ["AuthorityApp"]
+__all__ = ["LIVENESS_PATH", "AuthorityApp"]
 
 _log = logging.getLogger("otel_cycles.authority")
 
 Handler = Callable[[Request], tuple[int, Any]]
+
+LIVENESS_PATH = "/actuator/health/liveness"
+"""The reference server's liveness probe (Spring Boot actuator): no authentication, `{"status": "UP"}`."""
+
+
+def _liveness(req: Request) -> tuple[int, Any]:
+    return 200, {"status": "UP"}
 
 
 class AuthorityApp(RuntimeHandlers, AdminHandlers):
@@ -41,6 +48,7 @@ class AuthorityApp(RuntimeHandlers, AdminHandlers):
         request_id = new_request_id()
         trace = trace_id(headers)
         extra: list[tuple[str, str]] = []
+        req: Request | None = None
         try:
             path, _, query = target.partition("?")
             req = Request(method, path, query, headers, body)
@@ -55,6 +63,8 @@ class AuthorityApp(RuntimeHandlers, AdminHandlers):
                 extra.append(("X-Cycles-Tenant", req.tenant))
             return self.responses.render(status, out, request_id, trace, extra)
         except CyclesProtocolError as exc:
+            if req is not None and req.tenant is not None:  # authenticated, then refused: say as whom
+                extra.append(("X-Cycles-Tenant", req.tenant))
             return self.responses.error(exc, request_id, trace, extra)
         except Exception:  # the boundary: an unexpected failure is a 500, never a dropped connection
             _log.exception("authority: internal error handling %s %s", method, target[:200])
@@ -62,6 +72,8 @@ class AuthorityApp(RuntimeHandlers, AdminHandlers):
             return self.responses.error(err, request_id, trace)
 
     def _route(self, path: str, method: str) -> tuple[Handler | None, list[str]]:
+        if path == LIVENESS_PATH:
+            return ({"GET": _liveness}.get(method), ["GET"])
         parts = path.split("/")
         # parts[0] is "" for an absolute path; expect "", "v1", ...
         if len(parts) < 3 or parts[0] or parts[1] != "v1":
@@ -81,6 +93,8 @@ class AuthorityApp(RuntimeHandlers, AdminHandlers):
             table = {"decide": {"POST": self._decide}, "events": {"POST": self._event}}.get(
                 rest[0], {"GET": self._balances}
             )
+        elif rest == ["auth", "introspect"]:
+            table = {"GET": self._introspect}
         elif rest[0] == "admin" and len(rest) >= 2:
             table = self._admin_table(rest[1:])
         else:
@@ -95,8 +109,14 @@ class AuthorityApp(RuntimeHandlers, AdminHandlers):
             return {"POST": self._admin_create_tenant, "GET": self._admin_list_tenants}
         if len(rest) == 2 and rest[0] == "tenants":
             return {"GET": self._admin_get_tenant, "PATCH": self._admin_patch_tenant}
+        if rest == ["policies"]:
+            return {"POST": self._admin_create_policy, "GET": self._admin_list_policies}
+        if len(rest) == 2 and rest[0] == "policies":
+            return {"GET": self._admin_get_policy, "PATCH": self._admin_patch_policy}
         if rest == ["api-keys"]:
-            return {"POST": self._admin_create_key}
+            return {"POST": self._admin_create_key, "GET": self._admin_list_keys}
+        if len(rest) == 2 and rest[0] == "api-keys":
+            return {"DELETE": self._admin_revoke_key}
         if rest == ["budgets"]:
             return {
                 "POST": self._admin_create_budget,

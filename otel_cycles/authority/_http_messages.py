@@ -8,6 +8,7 @@ Every response carries `X-Request-Id` and `X-Cycles-Trace-Id`; errors use the sp
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import time
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from otel_cycles.authority.ledger import SQLiteLedger
 
 __all__ = [
+    "MAX_JSON_DEPTH",
     "Request",
     "ResponseWriter",
     "body_object",
@@ -49,6 +51,8 @@ _REASONS = {
     431: "Request Header Fields Too Large",
     500: "Internal Server Error",
 }
+MAX_JSON_DEPTH = 64
+"""Deepest accepted nesting of a JSON request body (objects and arrays); deeper bodies get 400."""
 _TRACEPARENT_RE = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 _TRACE_RE = re.compile(r"^[0-9a-f]{32}$")
 _ZERO_TRACE = "0" * 32
@@ -75,13 +79,53 @@ class Request:
                 raise invalid("malformed query string") from None
 
     def json(self) -> Any:
-        """Decode the body as JSON; 400 when it is missing or malformed."""
-        if not self.body:
+        """Decode the body as JSON; 400 when it is missing, malformed, nested deeper than `MAX_JSON_DEPTH`, or
+        holds what JSON cannot round-trip (`NaN`/`Infinity`, unpaired UTF-16 surrogates)."""
+        body = self.body
+        if not body:
             raise invalid("request body is required")
         try:
-            return json.loads(self.body)
+            value = json.loads(body, parse_constant=_reject_constant, parse_float=_finite_float)
+        except RecursionError:
+            raise invalid(f"malformed JSON body: nested deeper than {MAX_JSON_DEPTH} levels") from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise invalid(f"malformed JSON body: {exc}") from None
+        # Cheap byte counts first: only a body with many containers is walked for its depth.
+        if body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH and _depth_exceeds(value, MAX_JSON_DEPTH):
+            raise invalid(f"malformed JSON body: nested deeper than {MAX_JSON_DEPTH} levels")
+        if b"\\u" in body:
+            try:  # a lone surrogate decodes fine but cannot be stored or echoed as UTF-8
+                DUMPS(value).encode()
+            except UnicodeEncodeError:
+                raise invalid("malformed JSON body: unpaired UTF-16 surrogate in a string") from None
+        return value
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (math.inf, -math.inf):  # 1e400 overflows to infinity, which JSON cannot carry back out
+        raise ValueError(f"number {text[:32]} is out of range")
+    return value
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def new_request_id() -> str:

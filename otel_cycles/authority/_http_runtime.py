@@ -1,7 +1,9 @@
 """HTTP handlers of the runtime plane: reservations, decisions, events and balances (tenant API keys).
 
-Each handler authenticates, validates the body with `_validation`, checks that a `X-Idempotency-Key` header agrees
-with the body, and applies the operation to the ledger; it returns `(status, body)`.
+Each handler authenticates and checks the key's permission (`reservations:create` for reserve and decide,
+`reservations:commit` for commit and events, `reservations:release|extend|list`, `balances:read`), validates the
+body with `_validation`, checks that a `X-Idempotency-Key` header agrees with the body, and applies the operation
+to the ledger; it returns `(status, body)`.
 """
 
 from __future__ import annotations
@@ -43,10 +45,15 @@ class RuntimeHandlers(CallerAuth):
         return rid
 
     def _subject_op(
-        self, req: Request, parse: Parser, apply: Callable[[str, dict[str, Any], str], dict[str, Any]], status: int
+        self,
+        req: Request,
+        permission: str,
+        parse: Parser,
+        apply: Callable[[str, dict[str, Any], str], dict[str, Any]],
+        status: int,
     ) -> tuple[int, Any]:
         """Run a subject-scoped operation (reserve, decide, event): the subject's tenant must be the key's."""
-        tenant = self._authed(req)
+        tenant = self._require_tenant_key(req, permission)
         raw = req.json()
         parsed = parse(raw)
         self._check_header_key(req, parsed)
@@ -65,29 +72,33 @@ class RuntimeHandlers(CallerAuth):
         return 200, apply(tenant, rid, parsed, payload_hash(raw))
 
     def _reserve(self, req: Request) -> tuple[int, Any]:
-        return self._subject_op(req, v.parse_reserve, self.ledger.reserve, 200)
+        return self._subject_op(req, "reservations:create", v.parse_reserve, self.ledger.reserve, 200)
 
     def _decide(self, req: Request) -> tuple[int, Any]:
-        return self._subject_op(req, v.parse_decide, self.ledger.decide, 200)
+        return self._subject_op(req, "reservations:create", v.parse_decide, self.ledger.decide, 200)
 
     def _event(self, req: Request) -> tuple[int, Any]:
-        return self._subject_op(req, v.parse_event, self.ledger.create_event, 201)
+        # An event records spend, as a commit does (runcycles sends it as the fallback of an expired commit).
+        return self._subject_op(req, "reservations:commit", v.parse_event, self.ledger.create_event, 201)
 
     def _commit(self, req: Request) -> tuple[int, Any]:
-        return self._reservation_op(req, self._authed(req), v.parse_commit, self.ledger.commit)
+        tenant = self._require_tenant_key(req, "reservations:commit")
+        return self._reservation_op(req, tenant, v.parse_commit, self.ledger.commit)
 
     def _release(self, req: Request) -> tuple[int, Any]:
-        return self._reservation_op(req, self._tenant(req, admin_ok=True), v.parse_release, self.ledger.release)
+        tenant = self._require_permission(req, "reservations:release")
+        return self._reservation_op(req, tenant, v.parse_release, self.ledger.release)
 
     def _extend(self, req: Request) -> tuple[int, Any]:
-        return self._reservation_op(req, self._authed(req), v.parse_extend, self.ledger.extend)
+        tenant = self._require_tenant_key(req, "reservations:extend")
+        return self._reservation_op(req, tenant, v.parse_extend, self.ledger.extend)
 
     def _get_reservation(self, req: Request) -> tuple[int, Any]:
-        tenant = self._tenant(req, admin_ok=True)
+        tenant = self._require_permission(req, "reservations:list")
         return 200, self.ledger.get_reservation(tenant, self._rid(req))
 
     def _list(self, req: Request) -> tuple[int, Any]:
-        tenant = self._tenant(req, admin_ok=True)
+        tenant = self._require_permission(req, "reservations:list")
         wanted = req.params.get("tenant")
         if tenant is None:
             if not wanted:
@@ -98,7 +109,7 @@ class RuntimeHandlers(CallerAuth):
         return 200, list_reservations(self.ledger, tenant, req.params)
 
     def _balances(self, req: Request) -> tuple[int, Any]:
-        tenant = self._authed(req)
+        tenant = self._require_tenant_key(req, "balances:read")
         params = req.params
         filters = subject_filters(params)
         wanted = params.get("tenant")

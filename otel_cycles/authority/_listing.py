@@ -43,6 +43,13 @@ def _limit(params: dict[str, str]) -> int:
     return limit
 
 
+def _sort_value(value: Any) -> bool:
+    """Whether a cursor's sort value can be bound as a parameter (a string or a 64-bit integer)."""
+    if isinstance(value, str):
+        return True
+    return isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63
+
+
 def list_reservations(ledger: SQLiteLedger, tenant: str, params: dict[str, str]) -> dict[str, Any]:
     """Return a `ReservationListResponse` page for `tenant` from query `params` (already single-valued)."""
     limit = _limit(params)
@@ -90,7 +97,8 @@ def list_reservations(ledger: SQLiteLedger, tenant: str, params: dict[str, str])
     cursor = params.get("cursor")
     if cursor:
         decoded = decode_cursor(cursor)
-        if decoded.get("f") != filter_hash or "v" not in decoded or not isinstance(decoded.get("id"), str):
+        valid = _sort_value(decoded.get("v")) and isinstance(decoded.get("id"), str)
+        if decoded.get("f") != filter_hash or not valid:
             raise invalid("cursor does not match this query's filters or sort")
         where.append(f"AND ({column} {op} ? OR ({column} = ? AND reservation_id {op} ?))")
         args.extend([decoded["v"], decoded["v"], decoded["id"]])

@@ -19,6 +19,7 @@ from otel_cycles.authority._budgets import (
     derive_scopes,
     load_budgets,
     load_held_budgets,
+    reject_commit_overage,
     release_holds,
     save_budgets,
     select_budgeted,
@@ -27,6 +28,7 @@ from otel_cycles.authority._budgets import (
 from otel_cycles.authority._errors import CyclesProtocolError
 from otel_cycles.authority._idempotency import refresh_remaining_ttl, remember, replay
 from otel_cycles.authority._model import DUMPS, dumps_or_none
+from otel_cycles.authority._policy_store import decision_effects
 from otel_cycles.authority._sql import Queries
 from otel_cycles.authority._store import LedgerStore
 from otel_cycles.authority._tenants import require_open_tenant, tenant_closed
@@ -61,7 +63,7 @@ class ReservationsMixin(LedgerStore):
         estimate = req["estimate"]
         unit = estimate["unit"]
         amount = estimate["amount"]
-        scopes = derive_scopes(req["subject"], tenant)
+        scopes = derive_scopes(req["subject"])
         dry_run = req["dry_run"]
         with self._tx() as conn:
             now = self.clock()
@@ -89,26 +91,36 @@ class ReservationsMixin(LedgerStore):
                     if dry_run:
                         return deny_body(scopes, reason)
                     raise CyclesProtocolError(409, reason, f"{DENY_MESSAGES[reason]} at scope {b.scope}")
+            # Caps only ever accompany an allow: every DENY and 409 above returned before this point.
+            effects = decision_effects(conn, tenant, scope_path, now)
+            caps, ttl_override = effects.caps, effects.ttl_override
             if dry_run:
-                return {
-                    "decision": "ALLOW",
-                    "affected_scopes": scopes,
-                    "scope_path": scope_path,
-                    "reserved": {"unit": unit, "amount": amount},
-                    "balances": [b.balance() for b in budgeted],
-                }
-            ttl = req["ttl_ms"] or (policy_row and policy_row[2]) or DEFAULT_TTL_MS
-            ttl = min(ttl, (policy_row and policy_row[3]) or MAX_TTL_MS)
+                return _with_caps(
+                    {
+                        "decision": "ALLOW",
+                        "affected_scopes": scopes,
+                        "scope_path": scope_path,
+                        "reserved": {"unit": unit, "amount": amount},
+                        "balances": [b.balance() for b in budgeted],
+                    },
+                    caps,
+                )
+            # A matching policy's overrides come before the tenant's defaults; the request's own values win.
+            ttl = (
+                req["ttl_ms"] or ttl_override.get("default_ttl_ms") or (policy_row and policy_row[2]) or DEFAULT_TTL_MS
+            )
+            ttl = min(ttl, ttl_override.get("max_ttl_ms") or (policy_row and policy_row[3]) or MAX_TTL_MS)
             grace = req["grace_period_ms"]
             if grace is None:
                 grace = DEFAULT_GRACE_MS
             policy = (
                 req["overage_policy"]
+                or effects.commit_overage_policy
                 or (policy_row and policy_row[1])
                 or budgeted[-1].commit_overage_policy
                 or "ALLOW_IF_AVAILABLE"
             )
-            max_ext = (policy_row and policy_row[4]) or DEFAULT_MAX_EXTENSIONS
+            max_ext = ttl_override.get("max_extensions", (policy_row and policy_row[4]) or DEFAULT_MAX_EXTENSIONS)
             for b in budgeted:
                 b.reserved += amount
                 b.remaining -= amount
@@ -136,16 +148,19 @@ class ReservationsMixin(LedgerStore):
                     max_ext,
                 ),
             )
-            body = {
-                "decision": "ALLOW",
-                "reservation_id": rid,
-                "affected_scopes": scopes,
-                "expires_at_ms": expires,
-                "remaining_ttl_ms": ttl,
-                "scope_path": scope_path,
-                "reserved": {"unit": unit, "amount": amount},
-                "balances": [b.balance() for b in budgeted],
-            }
+            body = _with_caps(
+                {
+                    "decision": "ALLOW",
+                    "reservation_id": rid,
+                    "affected_scopes": scopes,
+                    "expires_at_ms": expires,
+                    "remaining_ttl_ms": ttl,
+                    "scope_path": scope_path,
+                    "reserved": {"unit": unit, "amount": amount},
+                    "balances": [b.balance() for b in budgeted],
+                },
+                caps,
+            )
             remember(conn, tenant, "reserve", key, digest, body, self.clock())
             return body
 
@@ -153,7 +168,7 @@ class ReservationsMixin(LedgerStore):
         """Evaluate `req` (a validated `DecisionRequest`) without reserving; DENY carries a `reason_code`."""
         key = req["idempotency_key"]
         estimate = req["estimate"]
-        scopes = derive_scopes(req["subject"], tenant)
+        scopes = derive_scopes(req["subject"])
         with self._tx() as conn:
             stored = replay(conn, tenant, "decide", key, digest)
             if stored is not None:
@@ -170,6 +185,8 @@ class ReservationsMixin(LedgerStore):
                     if reason is not None:
                         body = deny_body(scopes, reason, decide=True)
                         break
+            if body["decision"] == "ALLOW":
+                body = _with_caps(body, decision_effects(conn, tenant, scopes[-1], self.clock()).caps)
             remember(conn, tenant, "decide", key, digest, body, self.clock())
             return body
 
@@ -196,6 +213,7 @@ class ReservationsMixin(LedgerStore):
             unit, estimate = row[5], row[6]
             budgets = load_held_budgets(conn, row[9], unit)
             delta = actual["amount"] - estimate
+            reject_commit_overage(row[14], delta)
             charged = actual["amount"]
             if delta > 0:
                 charged = estimate + charge_overage(budgets, delta, row[14], now)
@@ -287,6 +305,14 @@ class ReservationsMixin(LedgerStore):
         if row[2] == "EXPIRED":
             raise CyclesProtocolError(410, "RESERVATION_EXPIRED", "Reservation has expired")
         return reservation_view(row, metadata=True, committed_metadata=True)
+
+
+def _with_caps(body: dict[str, Any], caps: dict[str, Any] | None) -> dict[str, Any]:
+    """Turn an ALLOW body into ALLOW_WITH_CAPS carrying `caps`; without caps it stays a plain ALLOW (no key)."""
+    if caps is not None:
+        body["decision"] = "ALLOW_WITH_CAPS"
+        body["caps"] = caps
+    return body
 
 
 def _load_reservation(conn: sqlite3.Connection, rid: str, tenant: str | None) -> tuple[Any, ...]:

@@ -13,6 +13,14 @@ _RESERVATION_COLUMNS = (
     "budgeted_json, created_at_ms, expires_at_ms, grace_ms, idempotency_key, overage_policy, metadata_json, "
     "extension_count, max_extensions, charged, committed_metadata_json, finalized_at_ms"
 )
+_POLICY_COLUMNS = (
+    "policy_id, tenant_id, name, description, scope_pattern, priority, caps_json, status, effective_from_ms, "
+    "effective_until_ms, created_at_ms, updated_at_ms, commit_overage_policy, ttl_override_json"
+)
+_API_KEY_VIEW = (
+    "SELECT key_id, tenant_id, name, key_prefix, permissions_json, status, created_at_ms, expires_at_ms, "
+    "revoked_at_ms, revoked_reason FROM api_keys"
+)
 
 
 class Queries:
@@ -41,7 +49,9 @@ class Queries:
         permissions_json TEXT NOT NULL,
         status TEXT NOT NULL,
         created_at_ms INTEGER NOT NULL,
-        expires_at_ms INTEGER
+        expires_at_ms INTEGER,
+        revoked_at_ms INTEGER,
+        revoked_reason TEXT
     );
     CREATE TABLE IF NOT EXISTS budgets (
         scope TEXT NOT NULL,
@@ -110,7 +120,27 @@ class Queries:
         metadata_json TEXT,
         created_at_ms INTEGER NOT NULL
     );
+    CREATE TABLE IF NOT EXISTS policies (
+        policy_id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        description TEXT,
+        scope_pattern TEXT NOT NULL,
+        priority INTEGER NOT NULL,
+        caps_json TEXT,
+        status TEXT NOT NULL,
+        effective_from_ms INTEGER,
+        effective_until_ms INTEGER,
+        created_at_ms INTEGER NOT NULL,
+        updated_at_ms INTEGER NOT NULL,
+        commit_overage_policy TEXT,
+        ttl_override_json TEXT,
+        UNIQUE (tenant_id, name)
+    );
     """
+
+    ADDED_COLUMNS = (("api_keys", "revoked_at_ms", "INTEGER"), ("api_keys", "revoked_reason", "TEXT"))
+    """Columns added after the first release: `connect` adds them to a database created before them."""
 
     # -- idempotency
     SELECT_IDEMPOTENCY = (
@@ -149,7 +179,16 @@ class Queries:
         "INSERT INTO api_keys (key_hash, key_id, tenant_id, name, key_prefix, permissions_json, status, "
         "created_at_ms, expires_at_ms) VALUES (?, ?, ?, ?, ?, ?, 'ACTIVE', ?, ?)"
     )
-    SELECT_API_KEY = "SELECT tenant_id, status, expires_at_ms FROM api_keys WHERE key_hash = ?"
+    SELECT_API_KEY = (
+        "SELECT key_id, tenant_id, status, expires_at_ms, permissions_json FROM api_keys WHERE key_hash = ?"
+    )
+    SELECT_API_KEY_BY_ID = f"{_API_KEY_VIEW} WHERE key_id = ?"
+    SELECT_API_KEYS = f"{_API_KEY_VIEW} ORDER BY created_at_ms DESC, key_id DESC"
+    SELECT_API_KEYS_OF_TENANT = f"{_API_KEY_VIEW} WHERE tenant_id = ? ORDER BY created_at_ms DESC, key_id DESC"
+    REVOKE_API_KEY = (
+        "UPDATE api_keys SET status = 'REVOKED', revoked_at_ms = ?, revoked_reason = ? "
+        "WHERE key_id = ? AND status = 'ACTIVE'"
+    )
 
     # -- budgets
     SELECT_BUDGET = f"SELECT {_BUDGET_COLUMNS} FROM budgets WHERE scope = ? AND unit = ?"
@@ -206,4 +245,21 @@ class Queries:
     INSERT_EVENT = (
         "INSERT INTO events (event_id, tenant_id, subject_json, action_json, unit, actual, charged, scope_path, "
         "idempotency_key, metadata_json, created_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    )
+
+    # -- policies (the UNIQUE (tenant_id, name) index also serves the per-tenant lookups)
+    SELECT_POLICY = f"SELECT {_POLICY_COLUMNS} FROM policies WHERE policy_id = ?"
+    SELECT_POLICY_BY_NAME = "SELECT policy_id FROM policies WHERE tenant_id = ? AND name = ?"
+    SELECT_TENANT_POLICIES = f"SELECT {_POLICY_COLUMNS} FROM policies WHERE tenant_id = ?"
+    SELECT_EVALUATED_POLICIES = (
+        "SELECT policy_id, scope_pattern, priority, caps_json, commit_overage_policy, ttl_override_json, "
+        "effective_from_ms, effective_until_ms, created_at_ms FROM policies WHERE tenant_id = ? AND status = 'ACTIVE' "
+        "AND (caps_json IS NOT NULL OR commit_overage_policy IS NOT NULL OR ttl_override_json IS NOT NULL) "
+        "ORDER BY priority DESC, created_at_ms, policy_id"  # evaluation order, so the Python sort finds it sorted
+    )
+    INSERT_POLICY = f"INSERT INTO policies ({_POLICY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, 'ACTIVE', ?, ?, ?, ?, ?, ?)"
+    UPDATE_POLICY = (
+        "UPDATE policies SET name = ?, description = ?, priority = ?, caps_json = ?, status = ?, "
+        "effective_from_ms = ?, effective_until_ms = ?, updated_at_ms = ?, commit_overage_policy = ?, "
+        "ttl_override_json = ? WHERE policy_id = ?"
     )

@@ -46,6 +46,9 @@ def connect(path: str | None) -> sqlite3.Connection:
     for statement in Queries.SCHEMA.split(";"):
         if statement.strip():
             conn.execute(statement)
+    for table, column, kind in Queries.ADDED_COLUMNS:
+        if column not in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")  # names from Queries, never from input
     conn.execute("COMMIT")
     return conn
 

@@ -1,28 +1,25 @@
-"""Tenants and their API keys as ledger operations (the admin plane's `/v1/admin/tenants` and `/api-keys`).
+"""Tenants as ledger operations (the admin plane's `/v1/admin/tenants`); API keys are in `_api_keys`.
 
-Shapes mirror the reference admin server (`cycles-governance-admin-v0.1.25.yaml`): `Tenant` and
-`ApiKeyCreateResponse`, whose secret is returned once as `key_secret`; only its sha256 is stored.
+Shapes mirror the reference admin server (`cycles-governance-admin-v0.1.25.yaml`): `Tenant`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
-import secrets
 import sqlite3
 from typing import Any
 
 from otel_cycles.authority._errors import CyclesProtocolError, invalid
-from otel_cycles.authority._model import DUMPS, dumps_or_none
+from otel_cycles.authority._model import dumps_or_none
 from otel_cycles.authority._sql import Queries
 from otel_cycles.authority._store import LedgerStore
-from otel_cycles.authority._validation import check_commit_policy, parse_iso_ms, reject_unknown
-from otel_cycles.authority._views import iso, tenant_view
+from otel_cycles.authority._validation import check_commit_policy, reject_unknown
+from otel_cycles.authority._views import tenant_view
 
-__all__ = ["TenantAdminMixin", "hash_secret", "require_open_tenant", "require_tenant", "tenant_closed"]
+__all__ = ["TenantAdminMixin", "require_open_tenant", "require_tenant", "tenant_closed"]
 
 _TENANT_ID_RE = re.compile(r"^[a-z0-9-]{3,64}$")
-TENANT_STATUSES = frozenset({"ACTIVE", "SUSPENDED", "CLOSED"})
+TENANT_STATUSES = ("ACTIVE", "SUSPENDED", "CLOSED")  # a tuple: see _validation.UNITS
 _TENANT_FIELDS = frozenset(
     {
         "tenant_id",
@@ -36,14 +33,6 @@ _TENANT_FIELDS = frozenset(
         "reservation_expiry_policy",
     }
 )
-_API_KEY_FIELDS = frozenset(
-    {"tenant_id", "name", "description", "permissions", "scope_filter", "expires_at", "metadata"}
-)
-
-
-def hash_secret(secret: str) -> str:
-    """Return the stored form of an API key (sha256 hex)."""
-    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 def require_tenant(conn: sqlite3.Connection, tenant_id: str) -> None:
@@ -127,52 +116,3 @@ class TenantAdminMixin(LedgerStore):
             require_tenant(conn, tenant_id)
             conn.execute(Queries.UPDATE_TENANT_STATUS, (status, self.clock(), tenant_id))
             return tenant_view(tuple(conn.execute(Queries.SELECT_TENANT, (tenant_id,)).fetchone()))
-
-    def create_api_key(self, body: dict[str, Any]) -> dict[str, Any]:
-        """Create an API key from an `ApiKeyCreateRequest`; the response carries `key_secret` (shown once)."""
-        reject_unknown(body, _API_KEY_FIELDS)
-        tenant_id, name = body.get("tenant_id"), body.get("name")
-        if not isinstance(tenant_id, str) or not tenant_id:
-            raise invalid("tenant_id is required")
-        if not isinstance(name, str) or not 1 <= len(name) <= 256:
-            raise invalid("name is required (1-256 characters)")
-        permissions = body.get("permissions") or ["reservations:create", "reservations:commit",
-                                                   "reservations:release", "reservations:extend",
-                                                   "reservations:list", "balances:read"]  # fmt: skip
-        if not isinstance(permissions, list) or not all(isinstance(p, str) for p in permissions):
-            raise invalid("permissions must be an array of strings")
-        expires_at_ms: int | None = None
-        if body.get("expires_at") is not None:
-            if not isinstance(body["expires_at"], str):
-                raise invalid("expires_at must be an ISO-8601 date-time")
-            expires_at_ms = parse_iso_ms(body["expires_at"], "expires_at")
-        secret = "cyc_live_" + secrets.token_hex(24)
-        key_id = "key_" + secrets.token_hex(8)
-        with self._tx() as conn:
-            now = self.clock()
-            require_tenant(conn, tenant_id)
-            conn.execute(
-                Queries.INSERT_API_KEY,
-                (hash_secret(secret), key_id, tenant_id, name, secret[:14], DUMPS(permissions), now, expires_at_ms),
-            )
-        out: dict[str, Any] = {
-            "key_id": key_id,
-            "key_secret": secret,
-            "key_prefix": secret[:14],
-            "tenant_id": tenant_id,
-            "name": name,
-            "permissions": permissions,
-            "created_at": iso(now),
-        }
-        # `expires_at` is required by the response schema; keys without an expiry report a far-future date.
-        out["expires_at"] = iso(expires_at_ms) if expires_at_ms is not None else "9999-12-31T23:59:59.000Z"
-        return out
-
-    def authenticate(self, secret: str) -> str | None:
-        """Return the tenant bound to API key `secret`, or None if unknown, revoked or expired."""
-        with self._read() as conn:
-            row = conn.execute(Queries.SELECT_API_KEY, (hash_secret(secret),)).fetchone()
-        if row is None or row[1] != "ACTIVE" or (row[2] is not None and row[2] < self.clock()):
-            return None
-        tenant: str = row[0]
-        return tenant

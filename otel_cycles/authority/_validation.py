@@ -31,9 +31,10 @@ __all__ = [
     "reject_unknown",
 ]
 
-UNITS = frozenset({"USD_MICROCENTS", "TOKENS", "CREDITS", "RISK_POINTS"})
-OVERAGE_POLICIES = frozenset({"REJECT", "ALLOW_IF_AVAILABLE", "ALLOW_WITH_OVERDRAFT"})
-_COMMIT_POLICIES = ("REJECT", "ALLOW_IF_AVAILABLE", "ALLOW_WITH_OVERDRAFT")
+# Enumerations are tuples, not sets: `x in tuple` compares by equality, so an unhashable JSON value (a list, an
+# object) is simply not a member instead of raising TypeError.
+UNITS = ("USD_MICROCENTS", "TOKENS", "CREDITS", "RISK_POINTS")
+OVERAGE_POLICIES = ("REJECT", "ALLOW_IF_AVAILABLE", "ALLOW_WITH_OVERDRAFT")
 SUBJECT_LEVELS = ("tenant", "workspace", "app", "workflow", "agent", "toolset")
 _SUBJECT_KEYS = frozenset((*SUBJECT_LEVELS, "dimensions"))
 _SEGMENT_RE = re.compile(r"^[a-zA-Z0-9_.-]+$")
@@ -55,7 +56,7 @@ def reject_unknown(body: dict[str, Any], allowed: frozenset[str]) -> None:
 
 def check_commit_policy(value: Any, name: str) -> None:
     """Reject `value` unless it is a `CommitOveragePolicy` (compared by equality, so any JSON value is safe)."""
-    if value not in _COMMIT_POLICIES:
+    if value not in OVERAGE_POLICIES:
         raise invalid(f"{name} is not a CommitOveragePolicy")
 
 

@@ -41,8 +41,7 @@ def tenant_view(row: tuple[Any, ...]) -> dict[str, Any]:
     out: dict[str, Any] = {"tenant_id": row[0], "name": row[1], "status": row[2]}
     if row[3]:
         out["parent_tenant_id"] = row[3]
-    if row[4]:
-        out["default_commit_overage_policy"] = row[4]
+    out["default_commit_overage_policy"] = row[4] or "ALLOW_IF_AVAILABLE"
     out["default_reservation_ttl_ms"] = row[5] or 60_000
     out["max_reservation_ttl_ms"] = row[6] or 3_600_000
     out["max_reservation_extensions"] = row[7] or 10

@@ -6,7 +6,8 @@ The semantics follow the reference server's Lua scripts (reserve/commit/release/
 `reserved == Σ active reservation estimates` per budget.
 
 `SQLiteLedger` is assembled from one mixin per area: `_reservations` (the reservation lifecycle), `_events` (direct
-debits), `_tenants` (tenants and API keys) and `_budget_admin` (budgets and funding), all on `_store.LedgerStore`.
+debits), `_tenants` (tenants), `_api_keys` (API keys), `_budget_admin` (budgets and funding) and
+`_policy_store` (policies and the caps they put on decisions), all on `_store.LedgerStore`.
 
 Threading: one connection per ledger, guarded by `_lock`; every public method is safe to call from any thread.
 Several processes may open the same file: WAL plus `busy_timeout` serialize writers, and because every
@@ -18,29 +19,45 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from otel_cycles.authority._api_keys import DEFAULT_KEY_TTL_MS, ApiKeyRecord, ApiKeysMixin
 from otel_cycles.authority._budget_admin import BudgetAdminMixin
 from otel_cycles.authority._budgets import derive_scopes
 from otel_cycles.authority._events import EventsMixin
 from otel_cycles.authority._idempotency import payload_hash
 from otel_cycles.authority._model import Budget
+from otel_cycles.authority._policy_store import PoliciesMixin
 from otel_cycles.authority._reservations import ReservationsMixin
 from otel_cycles.authority._sql import Queries
 from otel_cycles.authority._store import Clock, connect, system_clock
 from otel_cycles.authority._tenants import TenantAdminMixin
 
-__all__ = ["Clock", "SQLiteLedger", "derive_scopes", "payload_hash", "system_clock"]
+__all__ = [
+    "DEFAULT_KEY_TTL_MS",
+    "ApiKeyRecord",
+    "Clock",
+    "SQLiteLedger",
+    "derive_scopes",
+    "payload_hash",
+    "system_clock",
+]
 
 
-class SQLiteLedger(ReservationsMixin, EventsMixin, TenantAdminMixin, BudgetAdminMixin):
+class SQLiteLedger(ReservationsMixin, EventsMixin, TenantAdminMixin, ApiKeysMixin, BudgetAdminMixin, PoliciesMixin):
     """The budget ledger on one SQLite database (a file, or private in-memory when `path` is None).
 
     Use `SQLiteLedger.open(path)`; close with `close()`.
     """
 
     @classmethod
-    def open(cls, path: str | None = None, *, clock: Clock | None = None) -> SQLiteLedger:
-        """Open (creating if needed, mode 0600) the ledger database at `path`; `None` means in-memory."""
+    def open(
+        cls, path: str | None = None, *, clock: Clock | None = None, key_ttl_ms: int | None = DEFAULT_KEY_TTL_MS
+    ) -> SQLiteLedger:
+        """Open (creating if needed, mode 0600) the ledger database at `path`; `None` means in-memory.
+
+        `key_ttl_ms` is the lifetime of API keys created without `expires_at` (None: they never expire).
+        """
         ledger = cls(connect(path), clock or system_clock, path)
+        ledger.key_ttl_ms = key_ttl_ms
         if path is not None:
             ledger._start_checkpointer()
         return ledger

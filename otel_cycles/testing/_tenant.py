@@ -44,6 +44,13 @@ class CyclesTenant:
         """Create a budget of `amount` USD_MICROCENTS at `scope` (kwargs: `overdraft_limit`, ...)."""
         self.authority.create_budget(self.scope(scope), amount, **kwargs)
 
+    def create_policy(self, scope_pattern: str, caps: Mapping[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:
+        """Create a policy for this tenant (see `LocalAuthority.create_policy`) and return its `Policy`.
+
+        `scope_pattern` is taken as is: `agent:*`, `*/agent:bot`, or a full path such as `tenant.scope("agent:bot")`.
+        """
+        return self.authority.create_policy(self.id, scope_pattern, caps, **kwargs)
+
     def balance(self, scope: str = "") -> dict[str, Any]:
         """The wire `Balance` of `scope`; KeyError if it has no budget."""
         path = self.scope(scope)

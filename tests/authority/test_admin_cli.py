@@ -39,11 +39,17 @@ def test_quickstart_flow_over_admin_plane(authority: LocalAuthority, admin: http
     assert admin.get(f"/v1/reservations/{rid}").status_code == 200
     assert admin.post(f"/v1/reservations/{rid}/release", json={"idempotency_key": "admin-1"}).status_code == 200
     assert admin.get("/v1/admin/tenants/acme-corp").json()["name"] == "Acme Corp"
-    # Tenant keys may create budgets in their own tenant only.
-    tenant_client = httpx.Client(base_url=authority.base_url, headers={"X-Cycles-API-Key": secret})
+    # A default (runtime-only) key may not create budgets; one granted budgets:write may, in its own tenant only.
     own = {"scope": "tenant:acme-corp/workspace:w", "unit": UNIT, "allocated": {"amount": 5, "unit": UNIT}}
-    assert tenant_client.post("/v1/admin/budgets", json=own).status_code == 201
-    assert tenant_client.post("/v1/admin/budgets", json={**own, "scope": "tenant:acme/workspace:w"}).status_code == 403
+    refused = httpx.post(f"{authority.base_url}/v1/admin/budgets", json=own, headers={"X-Cycles-API-Key": secret})
+    assert refused.status_code == 403 and refused.json()["error"] == "INSUFFICIENT_PERMISSIONS"
+    grant = {"tenant_id": "acme-corp", "name": "ops", "permissions": ["budgets:write"]}
+    r = admin.post("/v1/admin/api-keys", json=grant)
+    assert r.status_code == 201 and r.json()["permissions"] == ["budgets:write"]
+    writer = httpx.Client(base_url=authority.base_url, headers={"X-Cycles-API-Key": r.json()["key_secret"]})
+    assert writer.post("/v1/admin/budgets", json=own).status_code == 201
+    other = writer.post("/v1/admin/budgets", json={**own, "scope": "tenant:acme/workspace:w"})
+    assert other.status_code == 403 and other.json()["error"] == "FORBIDDEN"
     assert authority.check_invariants() == []
 
 
@@ -72,11 +78,14 @@ def test_admin_bad_input(admin: httpx.Client, method: str, path: str, body: Any)
 
 
 def test_admin_requires_admin_key(authority: LocalAuthority, api_key: str) -> None:
-    for headers in ({}, {"X-Admin-API-Key": "wrong"}, {"X-Cycles-API-Key": api_key}):
+    for headers in ({}, {"X-Admin-API-Key": "wrong"}, {"X-Cycles-API-Key": "cyc_live_unknown"}):
         r = httpx.post(
             f"{authority.base_url}/v1/admin/tenants", json={"tenant_id": "abc", "name": "n"}, headers=headers
         )
         assert r.status_code == 401 and r.json()["error"] == "UNAUTHORIZED"
+    r = httpx.post(f"{authority.base_url}/v1/admin/tenants", json={"tenant_id": "abc", "name": "n"},
+                   headers={"X-Cycles-API-Key": api_key})  # fmt: skip
+    assert r.status_code == 403 and r.json()["error"] == "INSUFFICIENT_PERMISSIONS"  # authenticated, not allowed
     assert httpx.get(f"{authority.base_url}/v1/admin/tenants/nope",
                      headers={"X-Admin-API-Key": authority.admin_key}).status_code == 404  # fmt: skip
 

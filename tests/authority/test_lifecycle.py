@@ -198,7 +198,7 @@ def test_budget_exceeded_is_409_and_not_found_is_404(client: CyclesClient) -> No
     resp = client.create_reservation(reserve_body(100_001))  # workspace budget is 100_000
     assert resp.status == 409 and resp.body["error"] == "BUDGET_EXCEEDED"
     resp = client.create_reservation(reserve_body(1, subject={"workspace": "x"}, estimate={"unit": UNIT, "amount": 1}))
-    assert resp.status == 200  # tenant omitted: evaluated under the key's tenant (tenant:acme budget applies)
+    assert resp.status == 404  # tenant omitted: the scope is workspace:x alone (reference), which has no budget
     with LocalAuthority() as empty:
         empty.create_tenant("acme")
         k = empty.create_api_key("acme")

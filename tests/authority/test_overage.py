@@ -28,13 +28,41 @@ def _reserve(client: CyclesClient, amount: int, policy: str) -> str:
     return str(resp.body["reservation_id"])
 
 
-def test_reject_policy_refuses_overage(client: CyclesClient, authority: LocalAuthority) -> None:
+@pytest.mark.parametrize("actual", [801, 1_000, 10**12])  # within what the budget has left, exactly it, far over
+def test_reject_policy_refuses_any_commit_above_the_estimate(
+    client: CyclesClient, authority: LocalAuthority, actual: int
+) -> None:
     authority.create_budget(SCOPE, 1_000)
     rid = _reserve(client, 800, "REJECT")
-    resp = client.commit_reservation(rid, commit_body(1_001))  # delta 201 > remaining 200
+    held = balance_of(authority, SCOPE)
+    resp = client.commit_reservation(rid, commit_body(actual))
     assert resp.status == 409 and resp.body["error"] == "BUDGET_EXCEEDED"
-    ok = client.commit_reservation(rid, commit_body(1_000))  # delta 200 == remaining
-    assert ok.status == 200 and ok.body["charged"]["amount"] == 1_000
+    assert resp.body["message"] == "Actual exceeds estimate and policy is REJECT"  # the reference server's words
+    assert balance_of(authority, SCOPE) == held  # ledger unchanged
+    assert client.get_reservation(rid).body["status"] == "ACTIVE"  # still held: commit within it, or release
+    ok = client.commit_reservation(rid, commit_body(800))
+    assert ok.status == 200 and ok.body["charged"]["amount"] == 800
+    assert amounts(balance_of(authority, SCOPE)) == {"remaining": 200, "reserved": 0, "spent": 800,
+                                                      "allocated": 1_000, "debt": 0}  # fmt: skip
+
+
+def test_reject_policy_commit_below_the_estimate(client: CyclesClient, authority: LocalAuthority) -> None:
+    authority.create_budget(SCOPE, 1_000)
+    rid = _reserve(client, 800, "REJECT")
+    ok = client.commit_reservation(rid, commit_body(300))
+    assert ok.status == 200 and ok.body["charged"]["amount"] == 300 and ok.body["released"]["amount"] == 500
+
+
+def test_reject_policy_on_events_refuses_only_a_shortfall(client: CyclesClient, authority: LocalAuthority) -> None:
+    """Events have no estimate: the spec's REJECT rule for them is `actual > remaining` on any derived scope."""
+    authority.create_budget(SCOPE, 1_000)
+    event = {"subject": {"tenant": "acme", "workspace": "prod"}, "action": {"kind": "tool.execution", "name": "t"},
+             "overage_policy": "REJECT"}  # fmt: skip
+    short = client.create_event({**event, "idempotency_key": key(), "actual": {"unit": UNIT, "amount": 1_001}})
+    assert short.status == 409 and short.body["error"] == "BUDGET_EXCEEDED"
+    assert amounts(balance_of(authority, SCOPE))["spent"] == 0
+    ok = client.create_event({**event, "idempotency_key": key(), "actual": {"unit": UNIT, "amount": 1_000}})
+    assert ok.status == 201 and "charged" not in ok.body
     assert amounts(balance_of(authority, SCOPE)) == {"remaining": 0, "reserved": 0, "spent": 1_000,
                                                       "allocated": 1_000, "debt": 0}  # fmt: skip
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -102,3 +104,30 @@ def test_two_processes_one_file_no_overspend(tmp_path: Path) -> None:
         assert page[0].remaining == 500 and page[0].reserved + page[0].spent == 50_000
     finally:
         check.close()
+
+
+def test_a_database_from_before_key_revocation_is_upgraded(tmp_path: Path) -> None:
+    """A ledger file whose api_keys table predates revocation gains the columns, and its never-expiring key works."""
+    db = str(tmp_path / "old.db")
+    with LocalAuthority(db) as first:
+        first.create_tenant("acme")
+        first.create_budget("tenant:acme", 10)
+    conn = sqlite3.connect(db)
+    conn.executescript(
+        "DROP TABLE api_keys; CREATE TABLE api_keys (key_hash TEXT PRIMARY KEY, key_id TEXT NOT NULL UNIQUE, "
+        "tenant_id TEXT NOT NULL, name TEXT NOT NULL, key_prefix TEXT NOT NULL, permissions_json TEXT NOT NULL, "
+        "status TEXT NOT NULL, created_at_ms INTEGER NOT NULL, expires_at_ms INTEGER);"
+    )
+    secret = "cyc_live_" + "ab" * 24
+    conn.execute(
+        "INSERT INTO api_keys VALUES (?, 'key_old', 'acme', 'old', ?, '[\"balances:read\"]', 'ACTIVE', 0, NULL)",
+        (hashlib.sha256(secret.encode()).hexdigest(), secret[:14]),
+    )
+    conn.commit()
+    conn.close()
+    with LocalAuthority(db) as upgraded:
+        headers = {"X-Cycles-API-Key": secret}
+        assert httpx.get(f"{upgraded.base_url}/v1/balances?tenant=acme", headers=headers).status_code == 200
+        assert upgraded.list_api_keys("acme")[0]["expires_at"] == "9999-12-31T23:59:59.999Z"
+        assert upgraded.revoke_api_key("key_old", "rotated")["status"] == "REVOKED"
+        assert httpx.get(f"{upgraded.base_url}/v1/balances?tenant=acme", headers=headers).status_code == 401

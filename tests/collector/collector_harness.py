@@ -1,6 +1,8 @@
-"""Processes for the Collector end-to-end tests: the ocb-built Collector, Debian's Prometheus, and their plumbing.
+"""Processes for the Collector end-to-end tests: the ocb-built Collector, Jaeger v2, Debian's Prometheus, and their
+plumbing.
 
-Missing tools skip the tests locally and fail them under CI (`CI` set), so CI never passes by skipping.
+Missing tools skip the tests locally and fail them under CI (`CI` set to anything but false/0/no), so CI never passes
+by skipping.
 """
 
 from __future__ import annotations
@@ -22,15 +24,24 @@ from typing import Any, NoReturn
 
 import pytest
 
+from tests.collector.telemetry import MARKER_SERVICE
+
 __all__ = [
     "COLLECTOR_DIR",
     "CollectorProcess",
+    "JaegerApi",
+    "JaegerProcess",
+    "PrometheusApi",
     "PrometheusProcess",
     "build_collector",
+    "build_jaeger",
     "free_port",
+    "in_ci",
+    "listening",
     "prometheus_binary",
     "require",
     "run_collector",
+    "run_jaeger",
     "run_prometheus",
     "span_attributes",
     "wait_for",
@@ -40,27 +51,46 @@ COLLECTOR_DIR = Path(__file__).resolve().parents[2] / "collector"
 _BUILD_TIMEOUT_S = 45 * 60
 
 
+def in_ci() -> bool:
+    """`CI` is set to something other than an explicit no (`CI=false` is how some runners say "not CI")."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
 def require(reason: str) -> NoReturn:
     """Fail under CI, skip otherwise: a missing tool must never turn CI green."""
-    if os.environ.get("CI"):
+    if in_ci():
         pytest.fail(f"{reason} (CI is set, so this fails instead of skipping)", pytrace=False)
     pytest.skip(reason)
 
 
-def build_collector() -> Path:
-    """Build (or reuse the cached) Collector via collector/build.sh and return the binary's path.
+def _build(script: str) -> Path:
+    """Run a collector/ build script (it prints the cached binary's path last) and return the binary.
 
-    A cached binary needs no Go; a build needs Go and the Go module proxy, and build.sh says which is missing.
+    A cached binary needs no Go. Without Go (and nothing cached) the tests skip locally and fail under CI; any other
+    build failure fails them.
     """
     proc = subprocess.run(
-        [str(COLLECTOR_DIR / "build.sh")], capture_output=True, text=True, timeout=_BUILD_TIMEOUT_S, check=False
+        [str(COLLECTOR_DIR / script)], capture_output=True, text=True, timeout=_BUILD_TIMEOUT_S, check=False
     )
     if proc.returncode != 0:
-        require(f"collector/build.sh failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+        failure = f"collector/{script} failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
+        if "Go is not installed" in proc.stderr:
+            require(failure)  # the one reason to skip, and only outside CI
+        pytest.fail(failure, pytrace=False)
     binary = Path(proc.stdout.strip().splitlines()[-1])
     if not os.access(binary, os.X_OK):
-        require(f"collector/build.sh printed {binary}, which is not an executable")
+        pytest.fail(f"collector/{script} printed {binary}, which is not an executable", pytrace=False)
     return binary
+
+
+def build_collector() -> Path:
+    """Build (or reuse the cached) Collector via collector/build.sh and return the binary's path."""
+    return _build("build.sh")
+
+
+def build_jaeger() -> Path:
+    """Build (or reuse the cached) Jaeger v2 via collector/build-jaeger.sh and return the binary's path."""
+    return _build("build-jaeger.sh")
 
 
 def prometheus_binary() -> Path:
@@ -94,6 +124,17 @@ def _http_ok(url: str) -> bool:
         return False
 
 
+def _get_json(url: str) -> Any:
+    """GET `url` and decode its JSON body; None for 404 (Jaeger's answer for "no such trace")."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return json.load(response)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return None
+        raise AssertionError(f"GET {url}: {exc.code} {exc.read()[:2000]!r}") from None
+
+
 @dataclass
 class CollectorProcess:
     """A running Collector with every listener on its own loopback port."""
@@ -108,8 +149,9 @@ class CollectorProcess:
     metrics_address: str
     """`127.0.0.1:port` of the prometheus exporter."""
 
-    def exported_spans(self) -> list[dict[str, Any]]:
-        """Spans the file exporter wrote, each with `_resource` and `_scope` added (OTLP/JSON shapes)."""
+    def exported_spans(self, *, markers: bool = False) -> list[dict[str, Any]]:
+        """Spans the file exporter wrote, each with `_resource` and `_scope` added (OTLP/JSON shapes); without the
+        marker traces (`MARKER_SERVICE`) unless `markers`."""
         spans: list[dict[str, Any]] = []
         if not self.traces_file.exists():
             return spans
@@ -121,11 +163,16 @@ class CollectorProcess:
                 for scope_spans in resource_spans.get("scopeSpans", []):
                     scope = scope_spans.get("scope", {}).get("name", "")
                     for span in scope_spans.get("spans", []):
-                        spans.append({**span, "_resource": resource, "_scope": scope})
+                        if markers or resource.get("service.name") != MARKER_SERVICE:
+                            spans.append({**span, "_resource": resource, "_scope": scope})
         return spans
 
     def log_tail(self, chars: int = 4000) -> str:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
+
+    def stop(self) -> None:
+        """Stop the Collector now (a Collector outage); stopping again on exit is harmless."""
+        _stop(self.process)
 
 
 def span_attributes(span: Mapping[str, Any]) -> dict[str, Any]:
@@ -148,11 +195,156 @@ def _attributes(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
+@dataclass
+class JaegerApi:
+    """Jaeger's query API, as the tests read it."""
+
+    query_url: str
+    """`http://127.0.0.1:port` of the query API."""
+
+    def get(self, path: str, **params: str) -> Any:
+        """GET a query API path with `params`; the decoded JSON, or None for 404 (nothing found)."""
+        query = f"?{urllib.parse.urlencode(params)}" if params else ""
+        return _get_json(f"{self.query_url}{path}{query}")
+
+    def services(self) -> set[str]:
+        """`/api/v3/services`: the service names Jaeger holds traces of."""
+        body = self.get("/api/v3/services")
+        return set(body.get("services", []))
+
+    def trace(self, trace_id: str) -> list[dict[str, Any]]:
+        """`/api/traces/{id}` (Jaeger's own JSON): the trace's spans, each with its tags as a plain `attributes`
+        dict and its process's `service`; empty when Jaeger has no such trace."""
+        body = self.get(f"/api/traces/{trace_id}")
+        return [span for trace in (body or {}).get("data") or [] for span in _jaeger_spans(trace)]
+
+    def search(self, service: str, tags: Mapping[str, str]) -> set[str]:
+        """Tag search (`/api/traces?service=...&tags={...}`, what the UI's search does): the matching trace ids."""
+        body = self.get("/api/traces", service=service, tags=json.dumps(dict(tags)), limit="1000")
+        return {_trace_id(trace["traceID"]) for trace in (body or {}).get("data") or []}
+
+    def find(self, service: str) -> dict[str, list[dict[str, Any]]]:
+        """`/api/v3/traces` (OTLP JSON) for `service` over the last hour: spans by trace id, with `attributes` and
+        `_resource` decoded as in `CollectorProcess.exported_spans`."""
+        now = time.time()
+        window = {
+            "query.service_name": service,
+            "query.start_time_min": _rfc3339(now - 3600),
+            "query.start_time_max": _rfc3339(now + 60),
+            "query.num_traces": "1000",
+        }
+        body = self.get("/api/v3/traces", **window)
+        traces: dict[str, list[dict[str, Any]]] = {}
+        for resource_spans in (body or {}).get("result", {}).get("resourceSpans", []):
+            resource = _attributes(resource_spans.get("resource", {}).get("attributes", []))
+            for scope_spans in resource_spans.get("scopeSpans", []):
+                for span in scope_spans.get("spans", []):
+                    span = {**span, "_resource": resource}
+                    traces.setdefault(_trace_id(span["traceId"]), []).append(span)
+        return traces
+
+
+@dataclass
+class JaegerProcess(JaegerApi):
+    """A running Jaeger v2 (collector/jaeger.yaml, in-memory storage) on free loopback ports."""
+
+    process: subprocess.Popen[bytes]
+    log: Path
+    otlp_grpc_endpoint: str
+    """`127.0.0.1:port` of Jaeger's OTLP gRPC intake: what the Collector's `otlp_grpc/jaeger` exporter sends to."""
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
+
+
+def _rfc3339(epoch_s: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch_s))
+
+
+def _trace_id(value: str) -> str:
+    """A trace id as 32 lowercase hex digits (Jaeger's own API drops leading zeros of a short id)."""
+    return f"{int(value, 16):032x}"
+
+
+def _jaeger_spans(trace: Mapping[str, Any]) -> list[dict[str, Any]]:
+    processes = trace.get("processes", {})
+    return [
+        {
+            "traceId": _trace_id(span["traceID"]),
+            "spanId": f"{int(span['spanID'], 16):016x}",
+            "name": span["operationName"],
+            "service": processes.get(span.get("processID"), {}).get("serviceName"),
+            "attributes": {tag["key"]: tag["value"] for tag in span.get("tags", [])},
+        }
+        for span in trace.get("spans", [])
+    ]
+
+
+@contextmanager
+def run_jaeger(binary: Path, workdir: Path) -> Iterator[JaegerProcess]:
+    """Start Jaeger with collector/jaeger.yaml, every listener on a free loopback port; stop it on exit."""
+    ports = {name: free_port() for name in ("otlp", "http", "grpc")}
+    env = {
+        **os.environ,
+        "JAEGER_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{ports['otlp']}",
+        "JAEGER_QUERY_HTTP_ENDPOINT": f"127.0.0.1:{ports['http']}",
+        "JAEGER_QUERY_GRPC_ENDPOINT": f"127.0.0.1:{ports['grpc']}",
+    }
+    log = workdir / "jaeger.log"
+    with log.open("wb") as log_file:
+        process = subprocess.Popen(
+            [str(binary), f"--config={COLLECTOR_DIR / 'jaeger.yaml'}"],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            cwd=workdir,
+        )
+    jaeger = JaegerProcess(
+        process=process,
+        log=log,
+        otlp_grpc_endpoint=f"127.0.0.1:{ports['otlp']}",
+        query_url=f"http://127.0.0.1:{ports['http']}",
+    )
+    try:
+        try:
+            wait_for(
+                lambda: (
+                    process.poll() is not None
+                    or (_http_ok(f"{jaeger.query_url}/api/v3/services") and listening(jaeger.otlp_grpc_endpoint))
+                ),
+                timeout=30,
+                what="Jaeger's query API and OTLP intake",
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{jaeger.log_tail()}") from None
+        if process.poll() is not None:
+            raise AssertionError(f"Jaeger exited with {process.returncode}:\n{jaeger.log_tail()}")
+        yield jaeger
+    finally:
+        _stop(process)
+
+
+def listening(endpoint: str) -> bool:
+    """Whether something accepts TCP connections at `host:port`."""
+    host, port = endpoint.rsplit(":", 1)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        return sock.connect_ex((host, int(port))) == 0
+
+
 @contextmanager
 def run_collector(
-    binary: Path, workdir: Path, *, env: Mapping[str, str], configs: Sequence[Path]
+    binary: Path,
+    workdir: Path,
+    *,
+    env: Mapping[str, str],
+    configs: Sequence[Path],
+    jaeger: JaegerProcess | None = None,
 ) -> Iterator[CollectorProcess]:
-    """Start the Collector with `configs` (merged in order) on free loopback ports; stop it on exit."""
+    """Start the Collector with `configs` (merged in order) on free loopback ports; stop it on exit.
+
+    Its `otlp_grpc/jaeger` exporter sends to `jaeger`; without one it points at a port where nothing listens (the
+    file-export overlay takes Jaeger and Tempo out of the pipeline anyway).
+    """
     ports = {name: free_port() for name in ("grpc", "http", "prom", "health", "self")}
     traces_file = workdir / "traces.jsonl"
     full_env = {
@@ -164,8 +356,8 @@ def run_collector(
         "CYCLES_SELF_METRICS_HOST": "127.0.0.1",
         "CYCLES_SELF_METRICS_PORT": str(ports["self"]),
         "CYCLES_TRACES_FILE": str(traces_file),
-        # Nothing listens there: the file-export overlay takes Jaeger and Tempo out of the pipeline.
-        "CYCLES_JAEGER_OTLP_ENDPOINT": "127.0.0.1:9",
+        # Nothing listens on port 9: no Tempo in these tests, and no Jaeger unless one was given.
+        "CYCLES_JAEGER_OTLP_ENDPOINT": jaeger.otlp_grpc_endpoint if jaeger else "127.0.0.1:9",
         "CYCLES_TEMPO_OTLP_ENDPOINT": "http://127.0.0.1:9",
         **env,
     }
@@ -198,10 +390,10 @@ def run_collector(
 
 
 @dataclass
-class PrometheusProcess:
-    process: subprocess.Popen[bytes]
+class PrometheusApi:
+    """Prometheus' HTTP API, as the tests read it."""
+
     url: str
-    log: Path
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         """Evaluate an instant PromQL query; raise on an API error (e.g. a syntax error)."""
@@ -224,6 +416,12 @@ class PrometheusProcess:
         """The value of a query that returns one sample (e.g. `sum(...)`); NaN when it returns none."""
         result = self.query(expr)
         return float(result[0]["value"][1]) if result else float("nan")
+
+
+@dataclass
+class PrometheusProcess(PrometheusApi):
+    process: subprocess.Popen[bytes]
+    log: Path
 
 
 @contextmanager

@@ -33,7 +33,15 @@ from opentelemetry.trace import StatusCode
 from runcycles import CyclesClient, CyclesConfig
 
 import otel_cycles
-from tests.collector.telemetry import AGENT_NAME, MODEL_ID, RESULT_PREFIX, TOOL_NAME, Burst, GovernedRun
+from tests.collector.telemetry import (
+    AGENT_NAME,
+    GOVERNANCE_PREFIXES,
+    MODEL_ID,
+    RESULT_PREFIX,
+    TOOL_NAME,
+    Burst,
+    GovernedRun,
+)
 
 _tool_fails = threading.Event()
 
@@ -99,7 +107,10 @@ class Application:
                         raise AssertionError("the run finished, but its budget should have denied a call")
         finally:
             _tool_fails.clear()
-            if not self.export.force_flush():
+            # Commits first: the ledger must be settled whatever happens to the trace pipeline.
+            if not self.export.cycles_processor.force_flush():
+                raise AssertionError("flushing commits timed out")
+            if not self.export.force_flush() and not burst.pipeline_down:
                 raise AssertionError("flushing spans, commits or metrics timed out")
         return summarise(self.copy.get_finished_spans(), prompt=burst.prompt, completion=burst.completion)
 
@@ -148,6 +159,11 @@ def summarise(spans: Sequence[ReadableSpan], *, prompt: str, completion: str) ->
         error_spans=sum(1 for s in spans if s.status.status_code is StatusCode.ERROR),
         prompts=sum(1 for s in spans if prompt in str(attrs(s).get("gen_ai.input.messages", ""))),
         completions=sum(1 for s in spans if attrs(s).get("gen_ai.output") == completion),
+        governed={
+            format(s.context.span_id, "016x"): {k: v for k, v in attrs(s).items() if k.startswith(GOVERNANCE_PREFIXES)}
+            for s in governed
+            if s.context is not None
+        },
     )
 
 

@@ -36,7 +36,7 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 
 from otel_cycles import DEFAULT_TOOL_ESTIMATE
 
@@ -44,6 +44,8 @@ __all__ = [
     "Protocol",
     "AGENT_NAME",
     "CAPPED_SCOPE",
+    "GOVERNANCE_PREFIXES",
+    "MARKER_SERVICE",
     "COMPLETION",
     "MICROCENTS_PER_USD",
     "PROMPT",
@@ -52,6 +54,7 @@ __all__ = [
     "Budgets",
     "Burst",
     "GovernedRun",
+    "emit_marker",
     "emit_policy_probe",
     "start_agent_process",
 ]
@@ -83,6 +86,10 @@ CAPPED_BUDGET = CAPPED_LLM_ESTIMATE + DEFAULT_TOOL_ESTIMATE + _CAPPED_MARGIN
 """Holds the first LLM call's estimate and the tool's, so the tool is allowed even while the first call's commit is
 still in flight; once both calls are paid (the first costs more than the margin), a second LLM estimate no longer
 fits, whether or not that commit has landed. So the shape of a denied run does not depend on settlement timing."""
+GOVERNANCE_PREFIXES = ("cycles.", "gen_ai.usage.")
+"""The attributes otel-cycles sets on a governed span (budget decision and ledger figures; tokens and cost)."""
+MARKER_SERVICE = "otel-cycles-marker"
+"""`service.name` of the marker traces `emit_policy_probe` sends to prove an absence; never product telemetry."""
 RESULT_PREFIX = "RESULT "
 """Marks governed_run.py's result lines on stdout (libraries may print too)."""
 _BURST_TIMEOUT_S = 90
@@ -100,6 +107,8 @@ class Burst:
     """A fixed LLM reservation; None prices each request (the default)."""
     tool_fails: bool = False
     expect_denial: bool = False
+    pipeline_down: bool = False
+    """The Collector is down: exporting spans and metrics may fail (commits may not)."""
 
 
 @dataclass
@@ -132,6 +141,8 @@ class GovernedRun:
     """Spans whose `gen_ai.input.messages` contain the prompt."""
     completions: int = 0
     """Spans whose `gen_ai.output` is the scripted final answer."""
+    governed: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """By hex span id, every governed LLM and tool span's `cycles.*` and `gen_ai.usage.*` attributes, as exported."""
 
 
 @dataclass(frozen=True)
@@ -175,7 +186,9 @@ class AgentProcess:
                 self._lines.put(line[len(RESULT_PREFIX) :])
         self._lines.put(None)
 
-    def run(self, *, denied: bool = False, n_traces: int = 1, tool_error: bool = False) -> GovernedRun:
+    def run(
+        self, *, denied: bool = False, n_traces: int = 1, tool_error: bool = False, pipeline_down: bool = False
+    ) -> GovernedRun:
         """Run `n_traces` governed agents (one trace each), flush everything, and return what was exported.
 
         Args:
@@ -183,14 +196,22 @@ class AgentProcess:
                 is reset to its cap before the run).
             n_traces: Number of agent runs.
             tool_error: Make the tool raise (an ordinary failure, not a budget decision).
+            pipeline_down: The Collector is down, so exporting spans and metrics may fail; commits still must not.
         """
         if denied:
             if n_traces != 1:
                 raise ValueError("a denied burst is one run: the capped scope is reset before it")
             self._budgets.reset_capped()
-            burst = Burst(1, "capped", llm_estimate=CAPPED_LLM_ESTIMATE, expect_denial=True, tool_fails=tool_error)
+            burst = Burst(
+                1,
+                "capped",
+                llm_estimate=CAPPED_LLM_ESTIMATE,
+                expect_denial=True,
+                tool_fails=tool_error,
+                pipeline_down=pipeline_down,
+            )
         else:
-            burst = Burst(n_traces, "research", tool_fails=tool_error)
+            burst = Burst(n_traces, "research", tool_fails=tool_error, pipeline_down=pipeline_down)
         assert self._process.stdin is not None
         self._process.stdin.write(json.dumps(asdict(burst)) + "\n")
         self._process.stdin.flush()
@@ -227,7 +248,13 @@ class AgentProcess:
 
 @contextmanager
 def start_agent_process(
-    otlp_endpoint: str, protocol: Protocol, budgets: Budgets, log: Path, *, service_name: str = SERVICE_NAME
+    otlp_endpoint: str,
+    protocol: Protocol,
+    budgets: Budgets,
+    log: Path,
+    *,
+    service_name: str = SERVICE_NAME,
+    export_timeout_s: int | None = None,
 ) -> Iterator[AgentProcess]:
     """Start governed_run.py exporting to `otlp_endpoint`; it imports in the background, the first `run` waits.
 
@@ -237,9 +264,13 @@ def start_agent_process(
         budgets: The tenant and model the agents use.
         log: File for the process's stderr.
         service_name: The application's `service.name` (`OTEL_SERVICE_NAME`).
+        export_timeout_s: `OTEL_EXPORTER_OTLP_TIMEOUT`: how long one OTLP export may retry (SDK default 10 s); short
+            when the Collector will be down, so each failed flush gives up quickly.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_") and k != "PYTEST_CURRENT_TEST"}
     env |= {"OTEL_SERVICE_NAME": service_name, "OPENAI_API_KEY": "sk-fake", "OPENAI_AGENTS_DISABLE_TRACING": "1"}
+    if export_timeout_s is not None:
+        env["OTEL_EXPORTER_OTLP_TIMEOUT"] = str(export_timeout_s)
     authority_url: str = budgets.authority.base_url
     args = [sys.executable, "-m", "tests.collector.governed_run", otlp_endpoint, protocol, authority_url]
     args += [budgets.api_key, TENANT, budgets.model_url]
@@ -285,3 +316,23 @@ def emit_policy_probe(grpc_endpoint: str) -> tuple[str, str]:
     finally:
         provider.shutdown()
     return trace_ids[0], trace_ids[1]
+
+
+def emit_marker(grpc_endpoint: str) -> str:
+    """SYNTHETIC, on purpose: a marker that proves an absence. One span, status ERROR (so tail sampling keeps it),
+    service `MARKER_SERVICE`, no GenAI or budget attributes (so no span-derived metric counts it).
+
+    Sent after some traces, the marker showing up downstream proves that tail sampling has decided on those earlier
+    traces (decisions fall due in arrival order), so one still absent was dropped, not delayed.
+
+    Returns:
+        The marker's hex trace id.
+    """
+    provider = TracerProvider(resource=Resource.create({"service.name": MARKER_SERVICE}))
+    provider.add_span_processor(SimpleSpanProcessor(GrpcSpanExporter(endpoint=grpc_endpoint, insecure=True)))
+    try:
+        with provider.get_tracer("otel-cycles-tests").start_as_current_span("marker") as span:
+            span.set_status(StatusCode.ERROR, "marker")
+            return format(span.get_span_context().trace_id, "032x")
+    finally:
+        provider.shutdown()

@@ -149,3 +149,11 @@ def test_component_versions_agree_across_manifest_build_script_and_dockerfile() 
     (docker_ocb,) = re.findall(r"^ARG OCB_VERSION=(v[\d.]+)$", (COLLECTOR_DIR / "Dockerfile").read_text(), re.M)
     assert {ocb, docker_ocb} == versions
     assert manifest["dist"]["name"] == "otelcol-cycles"
+
+
+def test_compose_runs_the_jaeger_release_the_tests_build(compose: dict[str, Any]) -> None:
+    """tests/collector/test_jaeger_e2e.py proves the path into the Jaeger that build-jaeger.sh builds; the compose
+    stack must run that same release (v2.x binaries come from the v1.x module tag)."""
+    script = (COLLECTOR_DIR / "build-jaeger.sh").read_text()
+    (v2,) = re.findall(r'^jaeger_version="v1\.\d+\.\d+"  # = Jaeger v(2\.\d+\.\d+)', script, re.MULTILINE)
+    assert compose["jaeger"]["image"] == f"jaegertracing/jaeger:{v2}"

@@ -21,6 +21,8 @@ class OtlpReceiver:
     def __init__(self) -> None:
         self.spans: list[dict[str, Any]] = []
         self.metric_names: set[str] = set()
+        self.service_names: set[str] = set()
+        """`service.name` of every resource that sent spans or metrics."""
         self.raw: list[bytes] = []
         self._lock = threading.Lock()
         receiver = self
@@ -47,6 +49,7 @@ class OtlpReceiver:
             if path == "/v1/traces":
                 request = ExportTraceServiceRequest.FromString(body)
                 for resource_spans in request.resource_spans:
+                    self._note_service(resource_spans.resource)
                     for scope_spans in resource_spans.scope_spans:
                         for span in scope_spans.spans:
                             self.spans.append(
@@ -60,9 +63,14 @@ class OtlpReceiver:
             elif path == "/v1/metrics":
                 request_m = ExportMetricsServiceRequest.FromString(body)
                 for resource_metrics in request_m.resource_metrics:
+                    self._note_service(resource_metrics.resource)
                     for scope_metrics in resource_metrics.scope_metrics:
                         for metric in scope_metrics.metrics:
                             self.metric_names.add(metric.name)
+
+    def _note_service(self, resource: Any) -> None:
+        names = [_value(kv.value) for kv in resource.attributes if kv.key == "service.name"]
+        self.service_names.update(str(name) for name in names)
 
     def __enter__(self) -> OtlpReceiver:
         self._thread.start()

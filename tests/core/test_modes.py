@@ -36,7 +36,8 @@ def run_mode(mode: str, tenant: Tenant, model: ScriptedModel, otlp: str | None =
     args = [sys.executable, "-m", "tests.core.mode_script", mode, tenant.authority.base_url, api_key, tenant.id]
     args += [model.base_url] + ([otlp] if otlp else [])
     env = {**os.environ, "OPENAI_API_KEY": "sk-fake"}
-    env.pop("PYTEST_CURRENT_TEST", None)
+    for name in ("PYTEST_CURRENT_TEST", "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES"):
+        env.pop(name, None)
     done = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -67,6 +68,8 @@ def test_export_over_otlp(tenant: Tenant, model: ScriptedModel) -> None:
     assert {"gen_ai.client.token.usage", "cycles.cost.committed", "cycles.reservation.decisions"} <= (
         receiver.metric_names
     )
+    # Nothing named the application, so configure_export did (not the SDK's `unknown_service:python`).
+    assert receiver.service_names == {"otel-cycles"}
     total = sum(s["attributes"].get("cycles.actual.amount", 0) for s in receiver.spans)
     assert tenant.spent() == total > 0
     assert tenant.active() == []

@@ -198,6 +198,7 @@ def test_export_collector(runs: dict[str, Future[Run]], receiver: OtlpReceiver) 
     assert len(governed) == 5 and all(COST_KEYS <= set(s["attributes"]) for s in governed)
     assert sum(s["attributes"]["cycles.actual.amount"] for s in governed) == run.spent()
     assert {"gen_ai.client.token.usage", "cycles.cost.committed"} <= receiver.metric_names
+    assert "otel-cycles" in receiver.service_names  # named by configure_export, not unknown_service:python
 
 
 def test_callback_only(runs: dict[str, Future[Run]]) -> None:
