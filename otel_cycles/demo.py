@@ -1,4 +1,4 @@
-"""`otel-cycles demo`: budget governance end to end, offline, in about 15 seconds (most of it importing AnyAgent).
+"""`otel-cycles demo`: budget governance end to end, offline (most of its time is spent importing AnyAgent).
 
 It starts the embedded Cycles authority and the scripted model on loopback, creates a tenant, an API key and a
 three-level budget (tenant > workflow > agent), and runs a research agent with two tools under
