@@ -1,13 +1,17 @@
-"""Write one benchmark's figures into its own `## <title>` section of BENCHMARKS.md, keeping the others."""
+"""Write a benchmark's figures into its own `## <title>` section of BENCHMARKS.md (keeping the others) and JSON."""
 
 from __future__ import annotations
 
+import json
 import platform
 import re
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 RESULTS = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+"""Machine-readable figures of each benchmark (`<name>.json`), beside the Markdown tables."""
 _HEADER = "# Benchmarks\n\nMeasured figures, each section written by the command it names. Machine: {machine}.\n"
 
 
@@ -27,3 +31,10 @@ def write_section(title: str, body: str, path: Path = RESULTS) -> None:
     else:
         text = text.rstrip() + "\n\n" + section
     path.write_text(text.rstrip() + "\n")
+
+
+def write_json(path: Path, figures: dict[str, Any]) -> None:
+    """Write a benchmark's raw figures, stamped with the date and the machine."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stamped = {"date": date.today().isoformat(), "machine": machine(), **figures}
+    path.write_text(json.dumps(stamped, indent=2, sort_keys=True) + "\n")

@@ -28,7 +28,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = "USD_MICROCENTS"
-ADMIN_KEY = "bench-admin-key"
+ADMIN_KEY = "bench-admin-key-0123456789"
 SECTION = "## Embedded authority"
 
 

@@ -1,7 +1,7 @@
 """The integration guide's `CyclesBudgetCallback`, verbatim in behaviour (shared/seed), as the benchmark baseline.
 
-It reserves a fixed estimate before each call and commits synchronously in the after-hook, keyed by one
-"current" reservation. Kept here only so benchmarks can compare against it; do not use it.
+It reserves a fixed estimate before each LLM call and tool call and commits synchronously in the after-hook, keyed by
+one "current" reservation. Kept here only so benchmarks can compare against it; do not use it.
 """
 
 from __future__ import annotations
@@ -80,3 +80,10 @@ class GuideBudgetCallback(Callback):
         return self._commit(
             context, attrs.get("gen_ai.usage.input_tokens", 0), attrs.get("gen_ai.usage.output_tokens", 0)
         )
+
+    def before_tool_execution(self, context: Context, *args: Any, **kwargs: Any) -> Context:
+        attrs = getattr(context.current_span, "attributes", None) or {}
+        return self._reserve(context, "tool.execution", attrs.get("gen_ai.tool.name", "unknown"), self.tool_estimate)
+
+    def after_tool_execution(self, context: Context, *args: Any, **kwargs: Any) -> Context:
+        return self._commit(context)

@@ -112,8 +112,6 @@ def settle(pending: PendingReservation, outcome: Outcome, *, latency_ms: int | N
             settlement.record_event(f"fail-open-{key}", event_body)
         _record_metrics(pending, outcome)
     pending.run.note_ticket(ticket)
-    if pending.lookahead is not None:
-        settlement.look_ahead(pending.lookahead)
 
 
 def _commit_bodies(

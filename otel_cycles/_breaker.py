@@ -165,7 +165,7 @@ class _TransientAttemptFilter(logging.Filter):
 
 
 _filter = _TransientAttemptFilter()
-for _name in ("runcycles.client", "runcycles.retry", "runcycles.lifecycle"):
+for _name in ("runcycles.client", "runcycles.retry", "runcycles.lifecycle", "otel_cycles._lean_client"):
     logging.getLogger(_name).addFilter(_filter)
 
 

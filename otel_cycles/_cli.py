@@ -21,6 +21,10 @@ def _build_parser() -> argparse.ArgumentParser:
     from otel_cycles.demo import add_demo_command
 
     add_demo_command(subcommands)
+
+    from otel_cycles._doctor_cli import add_doctor_command
+
+    add_doctor_command(subcommands)
     return parser
 
 

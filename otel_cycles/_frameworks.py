@@ -43,6 +43,7 @@ from any_agent.callbacks.span_end import SpanEndCallback
 from opentelemetry.trace import Span, Status, StatusCode
 
 __all__ = [
+    "adopt_started",
     "after_tool_call_id",
     "end_here",
     "fix_agno_unwrap",
@@ -161,6 +162,12 @@ def started_span(context: Context) -> Any:
     if started is not None and started[0] is context:
         return started[1]
     return context.current_span
+
+
+def adopt_started(context: Context, span: Any) -> None:
+    """Make `started_span(context)` on this thread return `span`: for a hook run on a thread other than the one that
+    opened its span (`_async_hooks` runs tinyagent's before-hooks on a pool thread)."""
+    _handover.started = (context, span)
 
 
 def end_here(context: Context, span: Span) -> None:

@@ -1,30 +1,35 @@
-"""Reserve a run's next LLM call in the background while its tools run, taking the round trip off the critical path.
+"""Reserve a run's next calls in the background as soon as they are known, taking round trips off the critical path.
 
-An LLM call that answered with tool calls is followed by another LLM call once the tools return. Right behind the
-answer's commit, that next call's reservation is queued on the Settlement worker, sized with headroom: the same
-amount for fixed estimates, twice the last one for estimates priced from a request that grows with every step. The
-next `before_llm_call` adopts it when it is back, ALLOWed, for the same action, at least as big as that call's own
-estimate, and at least half its lease left; otherwise it is released in the background and the call reserves as
-usual. So whether a call is denied never depends on a lookahead: a lookahead that was denied, unreachable or too
-small only costs the round trip it would have cost anyway.
+An LLM call that answered with tool calls is followed by those tool calls, and by another LLM call once the tools
+return. As soon as the answer is in (`after_llm_call`), the reservations of the tools it names and of that next LLM
+call are sent from the Settlement's lookahead lane, beside (not behind) the answer's commit. The next LLM call's is
+sized with headroom: the same amount for fixed estimates, twice the last one for estimates priced from a request that
+grows with every step; a tool's is its estimate. The call's before-hook adopts its lookahead when it is back,
+ALLOWed, for the same action, at least as big as that call's own estimate, and at least half its lease left;
+otherwise it is released in the background and the call reserves as usual. So whether a call is denied never depends
+on a lookahead: a lookahead that was denied, unreachable or too small only costs the round trip it would have cost
+anyway.
 
 Held budget is bounded: a lookahead is made only when the last reservation reported at least `HEADROOM` times its
-amount remaining in every affected scope, so it cannot starve a tight budget; a call or tool that is denied while its
-run holds a lookahead releases it and asks again; and the end of the run releases an unused one before it waits for
-the run's settlements, so nothing is left ACTIVE.
+amount remaining in every affected scope, so it cannot starve a tight budget (the tools' lookaheads together are made
+only when they are no bigger than the next LLM call's); a call or tool that is denied while its run holds lookaheads
+releases them and asks again; and the end of the run releases unused ones before it waits for the run's
+settlements, so nothing is left ACTIVE.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from runcycles import CyclesClient
 
 from otel_cycles._reserve import Allowed, ReserveResult, reserve
 
-__all__ = ["HEADROOM", "Lookahead", "next_amount", "worth_it"]
+__all__ = ["HEADROOM", "Lookahead", "named_tools", "next_amount", "worth_it"]
 
 HEADROOM = 20
 """A lookahead is made only if every scope the last reservation touched had >= HEADROOM x its amount remaining."""
@@ -36,6 +41,21 @@ _GROWING_SOURCES = frozenset({"priced", "callable"})
 def next_amount(estimate: int, source: str) -> int:
     """The amount to reserve ahead for the call after one estimated at `estimate` from `source`."""
     return 2 * estimate if source in _GROWING_SOURCES else estimate
+
+
+def named_tools(attributes: Mapping[str, Any]) -> list[str]:
+    """The tools an LLM span's answer calls, as AnyAgent's span generation records them (`gen_ai.output` is a JSON
+    list of `{"tool.name": ..., "tool.args": ...}` when `gen_ai.output.type` is `json`); [] if none or unreadable."""
+    output = attributes.get("gen_ai.output")
+    if attributes.get("gen_ai.output.type") != "json" or not isinstance(output, str) or '"tool.name"' not in output:
+        return []
+    try:
+        calls = json.loads(output)
+    except ValueError:
+        return []
+    if not isinstance(calls, list):
+        return []
+    return [str(call["tool.name"]) for call in calls if isinstance(call, dict) and call.get("tool.name")]
 
 
 def worth_it(amount: int, balances: Any) -> bool:

@@ -16,6 +16,7 @@ Exactly once: the registry pop is atomic, so a span that ends concurrently is se
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import threading
@@ -26,9 +27,14 @@ from dataclasses import dataclass
 
 from otel_cycles._registry import REGISTRY, PendingReservation, SpanKey
 
-__all__ = ["OrphanReaper", "REAPER"]
+__all__ = ["HOOK_TASK", "OrphanReaper", "REAPER"]
 
 logger = logging.getLogger(__name__)
+
+HOOK_TASK: contextvars.ContextVar[asyncio.Task[object] | None] = contextvars.ContextVar(
+    "otel_cycles_hook_task", default=None
+)
+"""The asyncio task a hook runs for when it runs on a thread on that task's behalf (`_async_hooks`)."""
 
 
 @dataclass
@@ -66,8 +72,8 @@ class OrphanReaper:
         holds. Never raises."""
         try:
             task = asyncio.current_task()
-        except RuntimeError:  # no running loop: a sync framework or an executor thread
-            task = None
+        except RuntimeError:  # no running loop: a sync framework, an executor thread, or a task's hook thread
+            task = HOOK_TASK.get()
         if task is None and deadline is None:
             return
         with self._lock:

@@ -66,6 +66,8 @@ class RunState:
     """Settlement ticket of the run's latest commit or release; the end of the run waits for it."""
     lookahead: Lookahead | None = None
     """The background reservation for the run's next LLM call, if one was made (`_lookahead`)."""
+    tool_lookaheads: list[Lookahead] = field(default_factory=list)
+    """Background reservations for the tool calls the last LLM answer named (`_lookahead`)."""
     lock: threading.Lock = field(default_factory=threading.Lock)
     """Guards every other field (hooks run on executor and pool threads)."""
 
@@ -75,11 +77,30 @@ class RunState:
             with self.lock:
                 self.last_ticket = max(self.last_ticket, ticket)
 
-    def take_lookahead(self) -> Lookahead | None:
-        """Remove and return the run's lookahead; one caller gets it even when hooks race on executor threads."""
+    def take_lookahead(self, tool_action: dict[str, Any] | None = None) -> Lookahead | None:
+        """Remove and return the run's LLM lookahead, or with `tool_action` a lookahead made for that tool call; one
+        caller gets each even when hooks race on executor threads."""
         with self.lock:
-            lookahead, self.lookahead = self.lookahead, None
-        return lookahead
+            if tool_action is None:
+                lookahead, self.lookahead = self.lookahead, None
+                return lookahead
+            for index, candidate in enumerate(self.tool_lookaheads):
+                if candidate.action == tool_action:
+                    return self.tool_lookaheads.pop(index)
+        return None
+
+    def holds(self, lookahead: Lookahead) -> bool:
+        """Whether `lookahead` is still the run's, unclaimed."""
+        with self.lock:
+            return lookahead is self.lookahead or any(lookahead is held for held in self.tool_lookaheads)
+
+    def take_lookaheads(self) -> list[Lookahead]:
+        """Remove and return every lookahead of the run (the LLM call's and the tools')."""
+        with self.lock:
+            taken = [self.lookahead] if self.lookahead is not None else []
+            taken += self.tool_lookaheads
+            self.lookahead, self.tool_lookaheads = None, []
+        return taken
 
     def open_tool(self, span: Span, call_id: str | None) -> None:
         """Remember a reserved tool call until its after-hook (`take_tool`)."""
@@ -138,8 +159,6 @@ class PendingReservation:
     """Set by the callback's after-hook, so the processor commits exactly what the span says."""
     lookahead_amount: int | None = None
     """What to reserve ahead for the run's next LLM call if this one answers with tool calls; None: nothing."""
-    lookahead: Lookahead | None = None
-    """The next call's lookahead, queued right after this call's commit (so the commit goes first)."""
 
 
 class PendingRegistry:

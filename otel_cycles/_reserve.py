@@ -24,7 +24,8 @@ from runcycles._constants import IDEMPOTENCY_KEY_HEADER, RESERVATIONS_PATH
 from runcycles.lifecycle import _build_protocol_exception, _create_is_recoverable, _schema_valid_create
 from runcycles.response import CyclesResponse
 
-from otel_cycles._breaker import Breaker
+from otel_cycles._breaker import Breaker, quiet_attempt
+from otel_cycles._lean_client import LeanCyclesClient
 from otel_cycles._settlement import suppressed_instrumentation
 from otel_cycles.errors import DENIAL_REASONS
 
@@ -122,6 +123,9 @@ def _create(client: CyclesClient, body: dict[str, Any], timeout_s: float | None)
     """`client.create_reservation(body)`, with every httpx timeout capped at `timeout_s` (None: the client's own)."""
     if timeout_s is None:
         return client.create_reservation(body)
+    if isinstance(client, LeanCyclesClient):
+        with quiet_attempt():  # the breaker reports an unreachable authority, once
+            return client.post_bounded(RESERVATIONS_PATH, body, timeout_s)
     config = client._config
     timeout = httpx.Timeout(
         connect=min(config.connect_timeout, timeout_s),

@@ -7,7 +7,9 @@ created for the same authority and key. The commit itself goes through runcycles
 reservation expired, and never a release after spend. We reuse it rather than re-implement that classification; a
 commit refused for its overage (REJECT, overdraft limit) settles at the reserved estimate (`_overage`).
 
-The same worker also sends lookahead reservations (`_lookahead`), in order with the run's settlements.
+Lookahead reservations (`_lookahead`) go out on a second lane, a small thread pool, so they are sent beside the
+commits rather than queued behind them: a lookahead is made only with ample budget headroom, so nothing depends on a
+commit landing first, and the calls waiting for lookaheads come right after the answer whose commit is being sent.
 
 While the authority is known down (its `_breaker` is open) nothing is sent: commits and events stay journaled and
 wait, and one background attempt probes after the cool-down. At interpreter exit the wait is bounded once, for
@@ -25,6 +27,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
@@ -37,6 +40,7 @@ from runcycles.retry import CommitRetryEngine
 from otel_cycles import environment_variables as env
 from otel_cycles import metrics
 from otel_cycles._breaker import Breaker, breaker_for, is_down, quiet_attempt
+from otel_cycles._lean_client import lean_client
 from otel_cycles._overage import OverageAwareClient
 
 if TYPE_CHECKING:
@@ -47,6 +51,11 @@ __all__ = ["Settlement", "flush_all", "settlement_for"]
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_QUEUE = 10_000
+_LANE_THREADS = 2
+"""Lookahead requests in flight at once per client: a run's next LLM call and a tool, or two runs' next calls."""
+STUCK_S = 0.2
+"""A worker busy with one request for longer than this is stuck on a slow authority: callers then journal their commits
+themselves, and the commits queued unjournaled behind that request, rather than leave them unjournaled until it ends."""
 _RELEASE_RETRY_DELAYS_S = (0.5, 1.0, 2.0)
 
 
@@ -58,12 +67,11 @@ CommitBodies = Callable[[], tuple[dict[str, Any], dict[str, Any]]]
 class _Op:
     ticket: int
     kind: str
-    """`commit`, `release` or `lookahead`."""
+    """`commit` or `release`."""
     reservation_id: str
     body: dict[str, Any]
     event_body: dict[str, Any] | None = None
     attempt: int = 0
-    lookahead: Lookahead | None = None
     build: CommitBodies | None = None
     """Builds `body` and `event_body` of a commit on the worker, off the caller's thread."""
 
@@ -165,7 +173,7 @@ class Settlement:
     """
 
     def __init__(self, client: CyclesClient, *, max_queue: int = DEFAULT_MAX_QUEUE) -> None:
-        self._client = client
+        self._client = lean_client(client)  # the worker's CPU per request decides how fast commits drain
         self._base_url = client._config.base_url
         self._breaker = breaker_for(client._config)
         self._engine = _JournalOnceEngine(client._config, self._breaker)
@@ -174,15 +182,18 @@ class Settlement:
         # The commit path (first attempts and retries) sees the client through OverageAwareClient, so a commit
         # refused for its overage still settles the reservation (see `_overage`).
         with suppressed_instrumentation():
-            self._lifecycle = CyclesLifecycle(cast(CyclesClient, OverageAwareClient(client)), self._engine, {})
+            self._lifecycle = CyclesLifecycle(cast(CyclesClient, OverageAwareClient(self._client)), self._engine, {})
         self._max_queue = max_queue
-        # _cond guards _queue, _issued, _attempted and _worker.
+        # _cond guards _queue, _issued, _attempted, _request_started and _worker.
         self._cond = threading.Condition()
         self._queue: deque[_Op] = deque()
         self._issued = 0
         self._attempted = 0
+        self._request_started: float | None = None
+        """`time.monotonic()` when the worker sent its current request; None between requests."""
         self._worker: threading.Thread | None = None
         self._closed = False
+        self._lane = ThreadPoolExecutor(max_workers=_LANE_THREADS, thread_name_prefix="otel-cycles-lookahead")
 
     @property
     def base_url(self) -> str:
@@ -191,13 +202,18 @@ class Settlement:
     def commit(self, reservation_id: str, bodies: CommitBodies) -> int:
         """Queue the commit, journaled. Never raises, never does network I/O.
 
-        An idle worker takes the commit at once, builds its bodies and journals it first thing (in `_handle_commit`),
-        so the caller pays neither. A busy worker may be stuck on a slow authority, so then the caller builds and
-        journals the commit before queueing: a commit never waits in the queue unjournaled behind another request.
+         The worker builds the commit's bodies and journals it, so the caller pays neither: at once if it is idle (in
+         `_handle_commit`), else right after its current request, together with everything queued meanwhile
+        . A worker stuck on a slow authority (`STUCK_S`) may not get there for a long time, so then
+         the caller journals its commit itself, and those queued unjournaled before it.
         """
         with self._cond:
-            busy = self._attempted < self._issued
-        if busy:
+            started = self._request_started
+            stuck = started is not None and time.monotonic() - started > STUCK_S
+            if stuck:
+                for op in self._take_unjournaled():
+                    self._journal(op)
+        if stuck:
             body, event_body = bodies()
             self._engine.journal(reservation_id, body, event_body)
             return self._submit("commit", reservation_id, body, event_body)
@@ -208,8 +224,24 @@ class Settlement:
         return self._submit("release", reservation_id, body)
 
     def look_ahead(self, lookahead: Lookahead) -> None:
-        """Queue a lookahead reservation (dropped, and so never sent, when the queue is full)."""
-        self._submit("lookahead", "", lookahead.body, lookahead=lookahead)
+        """Send a lookahead reservation on the lookahead lane. Never raises, never does network I/O.
+
+        Not sent at all once the Settlement is closed (the interpreter is exiting): its claim then finds it unsent.
+        """
+        try:
+            self._lane.submit(self._send_lookahead, lookahead)
+        except RuntimeError:
+            metrics.settlement_errors.add(1, {"error.type": "closed", "cycles.operation": "lookahead"})
+
+    def _send_lookahead(self, lookahead: Lookahead) -> None:
+        try:
+            with suppressed_instrumentation():
+                orphan = lookahead.send(self._client)
+            if orphan is not None:  # its run stopped waiting for it
+                self.release(orphan.response.reservation_id or "", release_body(lookahead.key, "lookahead not used"))
+        except Exception:
+            metrics.settlement_errors.add(1, {"error.type": "internal", "cycles.operation": "lookahead"})
+            logger.exception("otel-cycles failed to send a lookahead reservation")
 
     def record_event(self, reference: str, event_body: dict[str, Any]) -> None:
         """Record spend that had no reservation (fail-open) via `POST /v1/events`, journaled and retried."""
@@ -242,6 +274,7 @@ class Settlement:
             self._closed = True
             self._cond.notify_all()
             queued = self._issued - self._attempted
+        self._lane.shutdown(wait=False)
         left = self._engine.journaled() if self._engine.journal_dir else self._engine.in_flight() + queued
         if left:
             where = (
@@ -258,7 +291,6 @@ class Settlement:
         reservation_id: str,
         body: dict[str, Any],
         event_body: dict[str, Any] | None = None,
-        lookahead: Lookahead | None = None,
         build: CommitBodies | None = None,
     ) -> int:
         with self._cond:
@@ -268,9 +300,7 @@ class Settlement:
                 overflow = False
                 self._issued += 1
                 ticket = self._issued
-                self._queue.append(
-                    _Op(ticket, kind, reservation_id, body, event_body, lookahead=lookahead, build=build)
-                )
+                self._queue.append(_Op(ticket, kind, reservation_id, body, event_body, build=build))
                 self._ensure_worker()
                 self._cond.notify_all()
         if overflow:
@@ -281,9 +311,7 @@ class Settlement:
 
     def _overflow(self, kind: str, reservation_id: str, body: dict[str, Any], event_body: dict[str, Any] | None) -> int:
         metrics.settlement_errors.add(1, {"error.type": "queue_full", "cycles.operation": kind})
-        if kind == "lookahead":
-            pass  # never sent; the next call claims nothing and reserves for itself
-        elif kind == "commit":
+        if kind == "commit":
             # Already journaled; the retry engine delivers it on its own thread, so nothing is lost.
             self._engine.forget(reservation_id)
             self._engine.schedule(reservation_id, body, event_body)
@@ -301,6 +329,24 @@ class Settlement:
             self._worker = threading.Thread(target=self._run, name="otel-cycles-settlement", daemon=True)
             self._worker.start()
 
+    def _take_unjournaled(self) -> list[tuple[_Op, CommitBodies]]:
+        """Queued commits nobody journaled yet, each with its body builder, now owned by the caller. With _cond held."""
+        taken = []
+        for op in self._queue:
+            if op.build is not None:
+                taken.append((op, op.build))
+                op.build = None
+        return taken
+
+    def _journal(self, taken: tuple[_Op, CommitBodies]) -> None:
+        op, build = taken
+        try:
+            op.body, op.event_body = build()
+        except Exception:  # left to `_execute`, which reports it
+            op.build = build
+            return
+        self._engine.journal(op.reservation_id, op.body, op.event_body)
+
     def _run(self) -> None:
         while True:
             with self._cond:
@@ -308,12 +354,20 @@ class Settlement:
                 if not self._queue:
                     return
                 op = self._queue.popleft()
+                ahead = self._take_unjournaled()
             try:
+                # Journal what queued up during the last request before the next one: a commit then waits
+                # unjournaled behind at most one request, and none of the callers wrote a file.
+                for taken in ahead:
+                    self._journal(taken)
+                with self._cond:
+                    self._request_started = time.monotonic()
                 self._execute(op)
             except Exception:
                 metrics.settlement_errors.add(1, {"error.type": "internal", "cycles.operation": op.kind})
                 logger.exception("otel-cycles failed to settle reservation %s", op.reservation_id)
             with self._cond:
+                self._request_started = None
                 self._attempted = max(self._attempted, op.ticket)
                 self._cond.notify_all()
 
@@ -329,11 +383,6 @@ class Settlement:
                     return
                 with quiet_attempt():
                     self._lifecycle._handle_commit(op.reservation_id, op.body, op.event_body)
-            elif op.lookahead is not None:
-                orphan = op.lookahead.send(self._client)
-                if orphan is not None:  # its run stopped waiting for it
-                    body = release_body(op.lookahead.key, "lookahead not used")
-                    self._submit("release", orphan.response.reservation_id or "", body)
             else:
                 self._release_once(op)
 
@@ -374,6 +423,7 @@ class Settlement:
         self._queue = deque()
         self._issued = self._attempted = 0
         self._worker = None
+        self._lane = ThreadPoolExecutor(max_workers=_LANE_THREADS, thread_name_prefix="otel-cycles-lookahead")
 
 
 def release_body(reservation_key: str, reason: str) -> dict[str, Any]:

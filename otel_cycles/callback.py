@@ -10,14 +10,15 @@ Flow per call (AnyAgent runs our hooks after it opened the span and before it en
    so every exporter, whatever its position among the span processors, exports it. With parallel tool calls
    AnyAgent's `current_span` may point at a sibling call by then; `after_tool_execution` finds the call's own span
    (`_frameworks`) and re-targets `current_span`, so AnyAgent ends each tool span exactly once. An LLM answer that
-   asks for tools also queues the reservation of the run's next LLM call, which its before-hook then adopts
-   (`_lookahead`): the reservation round trip overlaps the tool calls instead of delaying the next call.
+   asks for tools also sends the reservations of those tools and of the run's next LLM call, which their before-hooks
+   then adopt (`_lookahead`): the round trips overlap the agent's own work instead of delaying the calls.
 3. The span ends; `CyclesSpanProcessor.on_end` commits (or releases) in the background.
 4. `after_agent_invocation`: settle what the framework never finished (LLM errors, cancels, spans AnyAgent never
-   ends: released, or committed if the call's after-hook already priced it) and an unused lookahead, then wait
+   ends: released, or committed if the call's after-hook already priced it) and unused lookaheads, then wait
    (bounded) until the run's commits and releases were sent, so balances are exact on return.
 
-The hooks are synchronous and thread-safe, as every framework but tinyagent requires.
+The hooks are synchronous and thread-safe, as every framework but tinyagent requires; tinyagent, which awaits
+coroutine hooks, runs the blocking ones on a thread pool so its event loop keeps serving other runs (`_async_hooks`).
 """
 
 from __future__ import annotations
@@ -33,13 +34,14 @@ from any_agent.callbacks import Callback, Context
 from opentelemetry.trace import Span, Status, StatusCode
 from runcycles import AsyncCyclesClient, CyclesClient, CyclesConfig
 
-from otel_cycles import _frameworks, metrics, pricing
+from otel_cycles import _async_hooks, _frameworks, metrics, pricing
 from otel_cycles import attributes as attr
 from otel_cycles import environment_variables as env
 from otel_cycles._accounting import LLM_KIND, TOOL_KIND, cost_attributes, decide, finish_unended
 from otel_cycles._breaker import breaker_for
 from otel_cycles._heartbeat import heartbeat_for
-from otel_cycles._lookahead import Lookahead, next_amount, worth_it
+from otel_cycles._lean_client import lean_client
+from otel_cycles._lookahead import Lookahead, named_tools, next_amount, worth_it
 from otel_cycles._reaper import REAPER
 from otel_cycles._registry import REGISTRY, PendingReservation, RunState, span_key
 from otel_cycles._reserve import Allowed, Denied, Rejected, ReserveResult, Unavailable, reserve
@@ -97,9 +99,9 @@ class CyclesBudgetCallback(Callback):
         settle_timeout_s: How long the end of a run waits for its commits to be sent (default 10 s; 0: no wait).
         heartbeat: Extend the reservation of a call that outlives its TTL (a long tool call) while it runs. Off, an
             expired reservation's spend is still recorded, through the commit's `POST /v1/events` fallback.
-        lookahead: Reserve the next LLM call in the background while the tools an answer asked for run, so its
-            before-hook needs no round trip (`CYCLES_LOOKAHEAD`, default True). Only made while the budget has ample
-            room (`otel_cycles._lookahead`); denials are always decided by a fresh reservation.
+        lookahead: Reserve the tool calls an answer names, and the next LLM call, in the background as soon as the
+            answer is in, so their before-hooks need no round trip (`CYCLES_LOOKAHEAD`, default True). Only made while
+            the budget has ample room (`otel_cycles._lookahead`); denials are always decided by a fresh reservation.
         attach_processor: Attach a `CyclesSpanProcessor` to the global tracer provider if none is attached, so
             commits happen even when the user sets up no OpenTelemetry at all (callback-only mode).
     """
@@ -188,6 +190,8 @@ class CyclesBudgetCallback(Callback):
         self.lookahead = lookahead if lookahead is not None else env.env_bool(env.CYCLES_LOOKAHEAD, True)
         self._subject = self._build_subject()
         self._settlement = settlement_for(client)
+        self._wire = lean_client(client)
+        """Sends the reservations (`_lean_client`); `client` stays what the user passed, for everything else."""
         self._state_key = f"otel_cycles.run.{id(self):x}"
         pricing.warm_up()
         if attach_processor:
@@ -251,8 +255,10 @@ class CyclesBudgetCallback(Callback):
     def after_llm_call(self, context: Context, *args: Any, **kwargs: Any) -> Context:
         span = context.current_span
         pending = self._stamp_outcome(span)
-        if pending is not None and pending.lookahead_amount is not None and _asks_for_tools(span):
-            self._look_ahead(pending, pending.lookahead_amount)
+        if pending is not None and pending.lookahead_amount is not None:
+            self._look_ahead_tools(pending, named_tools(_attributes(span)))
+            if _asks_for_tools(span):
+                self._look_ahead(pending, pending.lookahead_amount)
         return context
 
     def after_tool_execution(self, context: Context, *args: Any, **kwargs: Any) -> Context:
@@ -337,7 +343,7 @@ class CyclesBudgetCallback(Callback):
         if self.agent:
             span_attributes[attr.GEN_AI_AGENT_NAME] = self.agent
         started = time.perf_counter()
-        ahead = self._claim_lookahead(run, action, estimate) if lookahead_amount is not None else None
+        ahead = self._claim_lookahead(run, action, estimate)
         result: ReserveResult
         if ahead is not None:
             lookahead, result = ahead
@@ -348,7 +354,7 @@ class CyclesBudgetCallback(Callback):
             body = self._reservation_body(action, estimate)
             in_flight = self._settlement.outstanding()
             result = reserve(
-                self.client, body, timeout_s=self.reserve_timeout_s, breaker=self._breaker, gate=self.fail_open
+                self._wire, body, timeout_s=self.reserve_timeout_s, breaker=self._breaker, gate=self.fail_open
             )
             if isinstance(result, Denied):
                 # Commits queued or in flight when we asked still held their full estimates at the authority, and a
@@ -360,7 +366,7 @@ class CyclesBudgetCallback(Callback):
                     self._settlement.wait(max(in_flight, released), self.settle_timeout_s or 5.0)
                     body["idempotency_key"] = str(uuid.uuid4())
                     result = reserve(
-                        self.client, body, timeout_s=self.reserve_timeout_s, breaker=self._breaker, gate=self.fail_open
+                        self._wire, body, timeout_s=self.reserve_timeout_s, breaker=self._breaker, gate=self.fail_open
                     )
         idempotency_key = body["idempotency_key"]
         elapsed = time.perf_counter() - started
@@ -469,12 +475,32 @@ class CyclesBudgetCallback(Callback):
             if run.lookahead is not None or run.denial is not None:
                 return
             run.lookahead = lookahead
-        pending.lookahead = lookahead  # queued by `settle`, behind this call's commit
-        # A cancelled run reaches neither its next LLM call nor after_agent_invocation; a long tool call makes the
+        self._send_lookahead(run, lookahead)
+
+    def _look_ahead_tools(self, pending: PendingReservation, tools: list[str]) -> None:
+        """Reserve the tool calls an answer names right away (see `_lookahead`), while together they are no bigger
+        than what the run may hold ahead for its next LLM call."""
+        room = pending.lookahead_amount or 0
+        run = pending.run
+        for tool in tools:
+            estimate = self.estimates.tool(tool)[0]
+            room -= estimate
+            if room < 0:
+                return
+            lookahead = Lookahead(self._reservation_body({"kind": TOOL_KIND, "name": tool[:256]}, estimate), estimate)
+            with run.lock:
+                if run.denial is not None:
+                    return
+                run.tool_lookaheads.append(lookahead)
+            self._send_lookahead(run, lookahead)
+
+    def _send_lookahead(self, run: RunState, lookahead: Lookahead) -> None:
+        self._settlement.look_ahead(lookahead)
+        # A cancelled run reaches neither its next call nor after_agent_invocation; a long tool call makes the
         # lookahead too old to adopt. Either way, release it rather than hold budget for nothing.
         REAPER.watch_call(
             lookahead,
-            lambda: run.lookahead is lookahead,
+            lambda: run.holds(lookahead),
             lambda: self._drop_lookahead(run, "lookahead not used", wait_s=_LOOKAHEAD_WAIT_S) > 0,
             deadline=time.monotonic() + self.ttl_ms / 2000,
         )
@@ -483,7 +509,7 @@ class CyclesBudgetCallback(Callback):
         self, run: RunState, action: dict[str, Any], estimate: int
     ) -> tuple[Lookahead, Allowed] | None:
         """The run's lookahead reservation if it fits this call; else None (an unfit one is released)."""
-        lookahead = run.take_lookahead()
+        lookahead = run.take_lookahead(action if action["kind"] == TOOL_KIND else None)
         if lookahead is None:
             return None
         allowed, outcome = lookahead.claim(_LOOKAHEAD_WAIT_S)
@@ -498,13 +524,16 @@ class CyclesBudgetCallback(Callback):
         return None  # the call reserves for itself
 
     def _drop_lookahead(self, run: RunState, reason: str, *, wait_s: float) -> int:
-        """Release the run's unused lookahead, waiting up to `wait_s` for one on the wire; the release's ticket or 0."""
-        lookahead = run.take_lookahead()
-        if lookahead is None:
-            return 0
-        allowed, outcome = lookahead.claim(wait_s)
-        metrics.lookahead.add(1, {"outcome": "unused" if allowed is not None else outcome})
-        return self._release_lookahead(run, lookahead, allowed, reason) if allowed is not None else 0
+        """Release the run's unused lookaheads, waiting up to `wait_s` for ones on the wire; the last release's ticket
+        or 0."""
+        ticket = 0
+        deadline = time.monotonic() + wait_s
+        for lookahead in run.take_lookaheads():
+            allowed, outcome = lookahead.claim(max(0.0, deadline - time.monotonic()))
+            metrics.lookahead.add(1, {"outcome": "unused" if allowed is not None else outcome})
+            if allowed is not None:
+                ticket = max(ticket, self._release_lookahead(run, lookahead, allowed, reason))
+        return ticket
 
     def _release_lookahead(self, run: RunState, lookahead: Lookahead, allowed: Allowed, reason: str) -> int:
         reservation_id = allowed.response.reservation_id
@@ -604,3 +633,6 @@ def _positive(value: float | None, name: str, default: float) -> float:
     if isinstance(value, bool) or not value > 0:
         raise ValueError(f"{name} must be positive, not {value!r}")
     return value
+
+
+_async_hooks.install_for_tinyagent(CyclesBudgetCallback)

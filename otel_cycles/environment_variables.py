@@ -43,7 +43,7 @@ CYCLES_UNKNOWN_MODEL_ESTIMATE = "CYCLES_UNKNOWN_MODEL_ESTIMATE"
 CYCLES_SETTLE_TIMEOUT_S = "CYCLES_SETTLE_TIMEOUT_S"
 """Seconds the end of a run waits for its commits and releases to be sent. `0` disables the wait. Default: `10`."""
 CYCLES_LOOKAHEAD = "CYCLES_LOOKAHEAD"
-"""`false` stops reserving a run's next LLM call in the background while its tools run (see
+"""`false` stops reserving the tool calls an answer names, and the run's next LLM call, in the background (see
 `otel_cycles._lookahead`). Default: `true`."""
 CYCLES_RESERVE_TIMEOUT_S = "CYCLES_RESERVE_TIMEOUT_S"
 """Seconds one reservation may take on the critical path, its same-key retry included; past it the authority counts

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import os
+import secrets
 import sys
 import threading
 from collections.abc import Iterator
@@ -43,8 +44,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from runcycles import CyclesClient, CyclesConfig
 
-from otel_cycles.authority import LocalAuthority
 from otel_cycles.testing import ScriptedModel
+from otel_cycles.testing._authority import AuthorityUnderTest, open_test_authority
 
 SPANS = InMemorySpanExporter()
 METRICS = InMemoryMetricReader()
@@ -66,8 +67,9 @@ def metric_reader() -> InMemoryMetricReader:
 
 
 @pytest.fixture(scope="session")
-def authority() -> Iterator[LocalAuthority]:
-    with LocalAuthority() as server:
+def authority() -> Iterator[AuthorityUnderTest]:
+    """The embedded authority, or the external server named by `CYCLES_TEST_BASE_URL` (see `open_test_authority`)."""
+    with open_test_authority() as server:
         yield server
 
 
@@ -77,7 +79,7 @@ class Tenant:
 
     id: str
     client: CyclesClient
-    authority: LocalAuthority
+    authority: AuthorityUnderTest
 
     def budget(self, scope: str, amount: int, **kwargs: object) -> None:
         self.authority.create_budget(f"tenant:{self.id}{'/' + scope if scope else ''}", amount, **kwargs)  # type: ignore[arg-type]
@@ -96,15 +98,22 @@ class Tenant:
     def active(self) -> list[dict[str, object]]:
         return self.authority.reservations(self.id, status="ACTIVE")
 
+    def reservation(self, reservation_id: str) -> dict[str, Any]:
+        """The `ReservationDetail` of one of this tenant's reservations, read over HTTP with its own key."""
+        response = self.client.get_reservation(reservation_id)
+        assert response.status == 200, response.body
+        return dict(response.body or {})
+
 
 _counter = 0
+_RUN = secrets.token_hex(3)  # tenant ids stay unique on an external server that outlives this run
 
 
 @pytest.fixture
-def tenant(authority: LocalAuthority, tmp_path) -> Iterator[Tenant]:
+def tenant(authority: AuthorityUnderTest, tmp_path) -> Iterator[Tenant]:
     global _counter
     _counter += 1
-    tenant_id = f"t{_counter}-{os.getpid()}"
+    tenant_id = f"t{_counter}-{os.getpid()}-{_RUN}"
     authority.create_tenant(tenant_id)
     key = authority.create_api_key(tenant_id)
     config = CyclesConfig(base_url=authority.base_url, api_key=key, journal_dir=str(tmp_path / "journal"))

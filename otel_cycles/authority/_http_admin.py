@@ -59,10 +59,7 @@ class AdminHandlers(CallerAuth):
 
     def _admin_patch_tenant(self, req: Request) -> tuple[int, Any]:
         self._require_admin(req)
-        body = body_object(req.json())
-        if set(body) - {"status", "name", "metadata"} or "status" not in body:
-            raise invalid("only status can be updated here")
-        return 200, self.ledger.set_tenant_status(_path_tenant(req), body["status"])
+        return 200, self.ledger.update_tenant(_path_tenant(req), body_object(req.json()))
 
     def _admin_create_key(self, req: Request) -> tuple[int, Any]:
         self._require_admin(req)

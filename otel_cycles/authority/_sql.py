@@ -167,7 +167,11 @@ class Queries:
         "default_reservation_ttl_ms, max_reservation_ttl_ms, max_reservation_extensions, metadata_json, "
         "created_at_ms, updated_at_ms) VALUES (?, ?, 'ACTIVE', ?, ?, ?, ?, ?, ?, ?, ?)"
     )
-    UPDATE_TENANT_STATUS = "UPDATE tenants SET status = ?, updated_at_ms = ? WHERE tenant_id = ?"
+    UPDATE_TENANT = (
+        "UPDATE tenants SET name = ?, status = ?, default_commit_overage_policy = ?, default_reservation_ttl_ms = ?, "
+        "max_reservation_ttl_ms = ?, max_reservation_extensions = ?, metadata_json = ?, updated_at_ms = ? "
+        "WHERE tenant_id = ?"
+    )
     SELECT_TENANT_POLICY = (
         "SELECT status, default_commit_overage_policy, default_reservation_ttl_ms, max_reservation_ttl_ms, "
         "max_reservation_extensions FROM tenants WHERE tenant_id = ?"

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import itertools
 import os
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from runcycles import CyclesClient, CyclesConfig
 
-from otel_cycles.authority import LocalAuthority
+from otel_cycles.testing._authority import AuthorityUnderTest
 
 __all__ = ["DEFAULT_TENANT_BUDGET", "CyclesTenant", "make_tenant"]
 
@@ -18,6 +19,7 @@ DEFAULT_TENANT_BUDGET = 100_000_000
 """USD_MICROCENTS given to every test tenant at tenant level unless a `cycles_budget` marker says otherwise: $1."""
 
 _ids = itertools.count(1)
+_RUN = secrets.token_hex(3)  # tenant ids stay unique on an external server that outlives this run
 
 
 @dataclass
@@ -33,7 +35,7 @@ class CyclesTenant:
     """The tenant's API key secret."""
     client: CyclesClient
     """A runcycles client for `authority.base_url` with `api_key` (journal disabled)."""
-    authority: LocalAuthority
+    authority: AuthorityUnderTest
     """The authority the tenant lives on."""
 
     def scope(self, scope: str = "") -> str:
@@ -44,12 +46,14 @@ class CyclesTenant:
         """Create a budget of `amount` USD_MICROCENTS at `scope` (kwargs: `overdraft_limit`, ...)."""
         self.authority.create_budget(self.scope(scope), amount, **kwargs)
 
-    def create_policy(self, scope_pattern: str, caps: Mapping[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:
+    def create_policy(
+        self, scope_pattern: str, caps: Mapping[str, Any] | None = None, priority: int = 0
+    ) -> dict[str, Any]:
         """Create a policy for this tenant (see `LocalAuthority.create_policy`) and return its `Policy`.
 
         `scope_pattern` is taken as is: `agent:*`, `*/agent:bot`, or a full path such as `tenant.scope("agent:bot")`.
         """
-        return self.authority.create_policy(self.id, scope_pattern, caps, **kwargs)
+        return self.authority.create_policy(self.id, scope_pattern, caps, priority=priority)
 
     def balance(self, scope: str = "") -> dict[str, Any]:
         """The wire `Balance` of `scope`; KeyError if it has no budget."""
@@ -72,9 +76,9 @@ class CyclesTenant:
         return self.authority.reservations(self.id, status=status)
 
 
-def make_tenant(authority: LocalAuthority, budgets: Mapping[str, int]) -> CyclesTenant:
+def make_tenant(authority: AuthorityUnderTest, budgets: Mapping[str, int]) -> CyclesTenant:
     """Create a fresh tenant (unique id), its API key and `budgets` ({scope below the tenant: amount})."""
-    tenant_id = f"test-{os.getpid()}-{next(_ids)}"
+    tenant_id = f"test-{os.getpid()}-{_RUN}-{next(_ids)}"
     authority.create_tenant(tenant_id)
     api_key = authority.create_api_key(tenant_id)
     client = CyclesClient(CyclesConfig(base_url=authority.base_url, api_key=api_key, journal_enabled=False))

@@ -21,7 +21,8 @@ def test_bot_stops_when_broke(cycles_tenant, scripted_model):
 ```
 
 Fixtures:
-    `cycles_authority`: a `LocalAuthority` on loopback with an in-memory ledger, one per test session.
+    `cycles_authority`: a `LocalAuthority` on loopback with an in-memory ledger, one per test session; with
+        `CYCLES_TEST_BASE_URL` and `CYCLES_TEST_ADMIN_KEY` set, that Cycles server instead (see the README).
     `cycles_tenant`: a fresh `CyclesTenant` (tenant, API key, client, budgets) per test. Budgets come from
         `@pytest.mark.cycles_budget(amount, scope="...")` markers (repeatable); a tenant-level budget of
         `DEFAULT_TENANT_BUDGET` is added unless a marker sets `scope=""`.
@@ -48,7 +49,7 @@ import pytest
 if TYPE_CHECKING:
     from runcycles import CyclesClient
 
-    from otel_cycles.authority import LocalAuthority
+    from otel_cycles.testing._authority import AuthorityUnderTest
     from otel_cycles.testing._tenant import CyclesTenant
     from otel_cycles.testing.model_server import ScriptedModel
 
@@ -81,16 +82,17 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="session")
-def cycles_authority() -> Iterator[LocalAuthority]:
-    """A `LocalAuthority` (in-memory ledger, loopback HTTP) shared by the test session."""
-    from otel_cycles.authority import LocalAuthority
+def cycles_authority() -> Iterator[AuthorityUnderTest]:
+    """A `LocalAuthority` (in-memory ledger, loopback HTTP) shared by the test session, or the external server named
+    by `CYCLES_TEST_BASE_URL` (provisioned over its admin API; see `otel_cycles.testing._authority`)."""
+    from otel_cycles.testing._authority import open_test_authority
 
-    with LocalAuthority() as authority:
+    with open_test_authority() as authority:
         yield authority
 
 
 @pytest.fixture
-def cycles_tenant_factory(cycles_authority: LocalAuthority) -> Iterator[Callable[..., CyclesTenant]]:
+def cycles_tenant_factory(cycles_authority: AuthorityUnderTest) -> Iterator[Callable[..., CyclesTenant]]:
     """`make(budgets={"": 1_000_000, "agent:bot": 50_000})`: a fresh tenant with those budgets on the authority."""
     from otel_cycles.testing._tenant import DEFAULT_TENANT_BUDGET, make_tenant
 

@@ -1,14 +1,12 @@
-"""The admin plane (reference shapes) and the `otel-cycles authority` CLI against a running server."""
+"""The admin plane (reference shapes) against a running server; the CLI is tested in `test_authority_cli.py`."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import httpx
 import pytest
 
-from otel_cycles._cli import main
 from otel_cycles.authority import LocalAuthority
 
 from .conftest import UNIT, reserve_body
@@ -88,23 +86,3 @@ def test_admin_requires_admin_key(authority: LocalAuthority, api_key: str) -> No
     assert r.status_code == 403 and r.json()["error"] == "INSUFFICIENT_PERMISSIONS"  # authenticated, not allowed
     assert httpx.get(f"{authority.base_url}/v1/admin/tenants/nope",
                      headers={"X-Admin-API-Key": authority.admin_key}).status_code == 404  # fmt: skip
-
-
-def test_cli_setup_commands(authority: LocalAuthority, capsys: pytest.CaptureFixture[str]) -> None:
-    common = ["--url", authority.base_url, "--admin-key", authority.admin_key]
-
-    def run(*argv: str) -> Any:
-        code = main(["authority", *argv, *common])
-        out = capsys.readouterr().out
-        assert code == 0, out
-        return json.loads(out)
-
-    assert run("tenant", "create", "cli-tenant", "--name", "CLI")["tenant_id"] == "cli-tenant"
-    secret = run("api-key", "create", "cli-tenant")["key_secret"]
-    assert run("budget", "create", "tenant:cli-tenant", "1000", "--overdraft-limit", "10")["overdraft_limit"][
-        "amount"] == 10  # fmt: skip
-    assert run("budget", "fund", "tenant:cli-tenant", "CREDIT", "500")["new_allocated"]["amount"] == 1500
-    assert run("balances", "cli-tenant")["ledgers"][0]["allocated"]["amount"] == 1500
-    assert run("balances", "cli-tenant", "--api-key", secret)["balances"][0]["remaining"]["amount"] == 1500
-    assert main(["authority", "tenant", "create", "x", *common]) == 1  # 400 from the server → exit 1
-    assert main(["authority", "tenant", "create", "abc", "--url", "http://127.0.0.1:9", "--admin-key", "k"]) == 2

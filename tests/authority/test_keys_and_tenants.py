@@ -136,3 +136,22 @@ def test_introspect_tells_a_key_its_tenant_and_permissions(authority: LocalAutho
     assert "tenant_id" not in admin.json()
     for headers in ({}, {"X-Cycles-API-Key": "cyc_live_nope"}, {"X-Admin-API-Key": "nope"}):
         assert httpx.get(f"{authority.base_url}/v1/auth/introspect", headers=headers).status_code == 401
+
+
+def test_patch_tenant_updates_its_settings(authority: LocalAuthority, admin: httpx.Client) -> None:
+    patch = {"name": "Acme Inc", "default_commit_overage_policy": "REJECT", "default_reservation_ttl_ms": 5_000,
+             "metadata": {"team": "ml"}}  # fmt: skip
+    updated = admin.patch("/v1/admin/tenants/acme", json=patch).json()
+    assert updated["name"] == "Acme Inc" and updated["default_commit_overage_policy"] == "REJECT"
+    assert updated["default_reservation_ttl_ms"] == 5_000 and updated["metadata"] == {"team": "ml"}
+    assert updated["status"] == "ACTIVE" and admin.get("/v1/admin/tenants/acme").json() == updated
+    authority.create_budget("tenant:acme", 1_000)
+    with CyclesClient(config(authority, authority.create_api_key("acme"))) as client:
+        created = client.create_reservation(reserve_body(10, subject={"tenant": "acme"})).body
+        assert created["remaining_ttl_ms"] == 5_000  # the new default applies
+        assert client.commit_reservation(created["reservation_id"], commit_body(11)).status == 409  # REJECT
+    reset = admin.patch("/v1/admin/tenants/acme", json={"default_commit_overage_policy": None}).json()
+    assert reset["default_commit_overage_policy"] == "ALLOW_IF_AVAILABLE" and reset["name"] == "Acme Inc"
+    for bad in ({"tenant_id": "x"}, {"name": ""}, {"max_reservation_extensions": -1}, {"status": "ASLEEP"}):
+        assert admin.patch("/v1/admin/tenants/acme", json=bad).status_code == 400, bad
+    assert admin.patch("/v1/admin/tenants/nope", json={"name": "n"}).status_code == 404

@@ -65,6 +65,11 @@ def routes(rid: str) -> list[tuple[str, str]]:
         ("POST", "/v1/admin/budgets/freeze"),
         ("POST", "/v1/admin/budgets/unfreeze"),
         ("POST", "/v1/admin/budgets/close"),
+        ("POST", "/v1/admin/policies"),
+        ("GET", "/v1/admin/policies"),
+        ("GET", "/v1/admin/policies/pol_unknown"),
+        ("PATCH", "/v1/admin/policies/pol_unknown"),
+        ("GET", "/v1/auth/introspect"),
     ]
 
 
@@ -116,7 +121,8 @@ HOSTILE_VALUES: list[Any] = [[1], {"a": 1}, None, 10**30, "\u0000é"]
 FIELDS = ["idempotency_key", "subject", "action", "estimate", "actual", "overage_policy", "metadata", "tenant_id",
           "name", "status", "permissions", "expires_at", "scope", "unit", "allocated", "overdraft_limit",
           "commit_overage_policy", "operation", "amount", "spent", "extend_by_ms", "reason", "metrics", "ttl_ms",
-          "dry_run", "default_commit_overage_policy", "parent_tenant_id", "scope_filter"]  # fmt: skip
+          "dry_run", "default_commit_overage_policy", "parent_tenant_id", "scope_filter", "scope_pattern", "caps",
+          "priority", "reservation_ttl_override", "effective_from"]  # fmt: skip
 VALID = {
     "idempotency_key": "k1", "subject": {"tenant": "acme"}, "action": {"kind": "k", "name": "n"},
     "estimate": {"unit": UNIT, "amount": 1}, "actual": {"unit": UNIT, "amount": 1}, "tenant_id": "acme",

@@ -24,9 +24,13 @@ BUDGET = {"scope": "tenant:acme/workspace:mint", "unit": UNIT, "allocated": {"un
 BUDGET_PARAMS = {"scope": SCOPE, "unit": UNIT, "tenant_id": "acme"}
 
 
-def admin_routes(key_id: str) -> list[tuple[str, str, dict[str, str] | None, Any]]:
+def admin_routes(key_id: str, policy_id: str) -> list[tuple[str, str, dict[str, str] | None, Any]]:
     """Every admin-plane operation: (method, path, query, body)."""
     return [
+        ("POST", "/v1/admin/policies", None, {"name": "loose", "scope_pattern": "*", "caps": {"max_tokens": 10**6}}),
+        ("GET", "/v1/admin/policies", {"tenant_id": "acme"}, None),
+        ("GET", f"/v1/admin/policies/{policy_id}", None, None),
+        ("PATCH", f"/v1/admin/policies/{policy_id}", None, {"status": "DISABLED"}),
         ("POST", "/v1/admin/tenants", None, {"tenant_id": "evil-corp", "name": "evil"}),
         ("GET", "/v1/admin/tenants", None, None),
         ("GET", "/v1/admin/tenants/acme", None, None),
@@ -53,6 +57,7 @@ def snapshot(authority: LocalAuthority) -> dict[str, Any]:
         "reservations": authority.reservations("acme"),
         "tenants": authority.ledger.list_tenants(),
         "keys": authority.list_api_keys(),
+        "policies": authority.policies("acme"),
     }
 
 
@@ -71,7 +76,8 @@ def test_a_default_key_holds_the_runtime_permissions_only(authority: LocalAuthor
 @pytest.mark.usefixtures("funded")
 def test_a_default_key_gets_403_on_every_admin_route(authority: LocalAuthority, api_key: str) -> None:
     victim = authority.create_api_key_record("acme", "victim")["key_id"]
-    routes = admin_routes(victim)
+    policy = authority.create_policy("acme", "agent:*", {"max_tokens": 100})["policy_id"]
+    routes = admin_routes(victim, policy)
     with httpx.Client(base_url=authority.base_url, headers={"X-Admin-API-Key": authority.admin_key}) as admin:
         for path in {path for _, path, _, _ in routes}:  # the list covers every method each path answers
             allowed = admin.request("PUT", path).headers["allow"].split(", ")

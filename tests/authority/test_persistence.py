@@ -75,7 +75,7 @@ def test_two_processes_one_file_no_overspend(tmp_path: Path) -> None:
     allocated = 50 * 1_000 + 500
     ledger.create_budget({"scope": "tenant:acme", "unit": UNIT, "allocated": {"unit": UNIT, "amount": allocated}}, None)
     ledger.close()
-    servers = [_spawn(db, "adm"), _spawn(db, "adm")]
+    servers = [_spawn(db, "admin-key-0123456789"), _spawn(db, "admin-key-0123456789")]
     try:
 
         def worker(url: str) -> list[int]:

@@ -559,13 +559,20 @@ def test_closed_tenant_policies_are_read_only(authority: LocalAuthority, admin: 
 
 def test_cli_policy_create_and_list(authority: LocalAuthority, capsys: pytest.CaptureFixture[str]) -> None:
     common = ["--url", authority.base_url, "--admin-key", authority.admin_key]
-    argv = ["authority", "policy", "create", "acme", "agent:*", "--priority", "4", "--max-tokens", "256",
+    argv = ["authority", "policy", "create", "acme", "agent:*", "--priority", "4", "--max-tokens", "256", "--json",
             "--deny-tool", "send_email", "--deny-tool", "rm", "--caps", '{"cooldown_ms": 5}', *common]  # fmt: skip
     assert main(argv) == 0
     created = json.loads(capsys.readouterr().out)
     assert created["caps"] == {"cooldown_ms": 5, "max_tokens": 256, "tool_denylist": ["send_email", "rm"]}
     assert created["priority"] == 4 and created["scope_pattern"] == "agent:*"
-    assert main(["authority", "policy", "list", "acme", *common]) == 0
-    assert json.loads(capsys.readouterr().out)["policies"] == [created]
+    assert authority.policies("acme") == [created]  # stored as the CLI said
+    assert main(["authority", "policy", "list", "acme", "--json", *common]) == 0
+    assert json.loads(capsys.readouterr().out) == [created]
+    assert main(["authority", "policy", "list", "acme", *common]) == 0  # the table for people
+    table = capsys.readouterr().out
+    assert "agent:*" in table and "max_tokens=256" in table
     assert main(["authority", "policy", "create", "acme", "agent:a*", *common]) == 1  # 400 from the server
-    assert "INVALID_REQUEST" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert out == "" and "INVALID_REQUEST" in err and err.count("\n") == 1
+    assert main(["authority", "policy", "create", "acme", "agent:*", "--caps", "[1]", *common]) == 2  # usage
+    assert "--caps must be a JSON object" in capsys.readouterr().err

@@ -73,7 +73,7 @@ def test_reject_overage_commits_the_estimate_and_leaves_nothing_active(
     assert tenant.spent() == LLM_ESTIMATE * len(llm) + TOOL_COST * len(tools)  # the estimate, not nothing
     committed = tenant.authority.reservations(tenant.id, status="COMMITTED")
     assert sorted(r["committed"]["amount"] for r in committed) == sorted([LLM_ESTIMATE] * 3 + [TOOL_COST] * len(tools))
-    details = [tenant.authority.ledger.get_reservation(None, r["reservation_id"]) for r in committed]
+    details = [tenant.reservation(r["reservation_id"]) for r in committed]
     uncharged = sorted(d["committed_metadata"].get("uncharged_overage", 0) for d in details)
     assert [u for u in uncharged if u] == sorted(p - LLM_ESTIMATE for p in priced)
     assert _refused(metric_reader) - refused_before == 3
@@ -104,7 +104,7 @@ def test_an_overdraft_limit_refusal_commits_the_estimate(tenant: Tenant) -> None
     body, event = _bodies(rid, tenant, 5_000)  # debt 4,000 would exceed the limit of 100: 409
     assert settlement.wait(settlement.commit(rid, lambda: (body, event)), timeout=10)
     assert settlement.flush(10)
-    detail = tenant.authority.ledger.get_reservation(None, rid)
+    detail = tenant.reservation(rid)
     assert detail["status"] == "COMMITTED" and detail["committed"]["amount"] == 900
     assert detail["committed_metadata"] == {"cost_source": "local", "uncharged_overage": 4_100}
     assert tenant.spent() == 900 and "debt" not in tenant.balance()
@@ -125,7 +125,7 @@ def test_an_overage_refused_on_a_retry_settles_too(tenant: Tenant, tmp_path: Any
             assert settlement.flush(10)
         faults = [r.fault for r in proxy.requests("/commit")]
     assert faults == ["503", "none", "none"]  # the 503, the retry refused for its overage, the capped commit
-    detail = tenant.authority.ledger.get_reservation(None, rid)
+    detail = tenant.reservation(rid)
     assert detail["status"] == "COMMITTED" and detail["committed"]["amount"] == 700
     assert tenant.spent() == 700
 
@@ -136,5 +136,5 @@ def test_a_commit_within_the_estimate_is_untouched(tenant: Tenant) -> None:
     settlement = Settlement(tenant.client)
     body, event = _bodies(rid, tenant, 650)
     assert settlement.wait(settlement.commit(rid, lambda: (body, event)), timeout=10)
-    detail = tenant.authority.ledger.get_reservation(None, rid)
+    detail = tenant.reservation(rid)
     assert detail["committed"]["amount"] == 650 and detail["committed_metadata"] == {"cost_source": "local"}

@@ -1,0 +1,318 @@
+"""What governance costs a real agent run: otel-cycles versus the integration guide's recipe, end to end.
+
+Real AnyAgent agents (tinyagent, openai) run against the scripted OpenAI-compatible model and the embedded authority,
+each in its own process over loopback. Every answer but a run's last asks for one tool call, so a run of n LLM calls
+makes n - 1 tool calls (tinyagent's final answer is a tool call too, governed like any other). Three variants of the
+same agent run in a freshly shuffled order every round: no callback (the baseline), the guide's recipe
+(`benchmarks.guide_recipe`: a synchronous reserve and commit around every LLM call and tool call) and otel-cycles.
+Overhead per run = the variant's wall time minus the baseline's in the same round; figures are medians over rounds.
+CPU is the benchmark process's CPU time (every thread, not the authority's or the model's), the same difference,
+divided by the governed calls of a run.
+
+Concurrency: N runs of one agent at once under one event loop (`asyncio.gather` of `run_async`), 50 ms model
+latency, 2 LLM calls + 1 tool call per run (tinyagent: + its final-answer tool call); overhead per wave = the wave's
+wall time minus the baseline wave's.
+
+Run: `python -m benchmarks.bench_agents [--quick] [--no-write]` (`--quick`: fewer rounds and rows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import random
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+os.environ.setdefault("OTEL_BSP_SCHEDULE_DELAY", "200")
+os.environ.setdefault("OPENAI_AGENTS_DISABLE_TRACING", "1")  # the openai framework's own trace upload
+
+from any_agent import AgentConfig, AnyAgent
+from any_agent.callbacks import Callback
+from runcycles import CyclesClient, CyclesConfig
+
+from benchmarks._results import RESULTS_DIR, write_json, write_section
+from benchmarks.bench_authority import setup, start_server
+from benchmarks.guide_recipe import GuideBudgetCallback
+from otel_cycles import CyclesBudgetCallback
+
+VARIANTS = ("none", "guide", "ours")
+FRAMEWORKS = ("tinyagent", "openai")
+LATENCY_ROWS = ((0, 0), (20, 0), (200, 50))
+"""(model latency ms, tool latency ms)."""
+CALLS = (1, 8)
+"""LLM calls per run."""
+WAVES = (1, 4, 16, 64)
+WAVE_MODEL_MS = 50
+COMMAND = "python -m benchmarks.bench_agents"
+
+_MODEL_SERVER = """
+import sys, time
+from otel_cycles.testing import ScriptedModel
+model = ScriptedModel(delay=float(sys.argv[1]) / 1000, tool_rounds=int(sys.argv[2]), tools=["search_web"]).start()
+print(model.base_url, flush=True)
+sys.stdin.read()
+"""
+
+
+def start_model(latency_ms: int, tool_rounds: int) -> tuple[subprocess.Popen[str], str]:
+    """The scripted model in its own process (its serving threads then take no CPU from the agents measured)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _MODEL_SERVER, str(latency_ms), str(tool_rounds)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    if not re.match(r"http://127\.0\.0\.1:\d+", line):
+        proc.kill()
+        raise RuntimeError(f"scripted model did not start: {line!r}")
+    return proc, line
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    if proc.stdin is not None:
+        proc.stdin.close()
+    proc.terminate()
+    proc.wait(10)
+
+
+def search_tool(latency_ms: int) -> Callable[[str], Coroutine[Any, Any, str]]:
+    async def search_web(query: str) -> str:
+        """Search the web for `query` and return the top results.
+
+        Args:
+            query: What to search for.
+        """
+        if latency_ms:
+            await asyncio.sleep(latency_ms / 1000)
+        return f"Top results for {query}: budgets, reservations, commits."
+
+    return search_web
+
+
+@dataclass
+class Env:
+    base_url: str
+    key: str
+
+    def callback(self, variant: str) -> list[Callback]:
+        client = CyclesClient(CyclesConfig(base_url=self.base_url, api_key=self.key))
+        if variant == "guide":
+            return [GuideBudgetCallback(client, tenant="bench", agent="a1")]
+        if variant == "ours":
+            return [CyclesBudgetCallback(client=client, tenant="bench", agent="a1")]
+        return []
+
+
+def make_agents(env: Env, framework: str, model_url: str, tool_ms: int) -> dict[str, AnyAgent]:
+    return {
+        variant: AnyAgent.create(
+            framework,
+            AgentConfig(
+                model_id="openai:gpt-4o",
+                api_base=model_url,
+                api_key="sk-fake",
+                instructions="You are a research assistant. Use the search tool, then answer.",
+                tools=[search_tool(tool_ms)],
+                callbacks=env.callback(variant),
+            ),
+        )
+        for variant in VARIANTS
+    }
+
+
+def governed_calls(trace: Any) -> int:
+    """LLM calls and tool calls in a run's trace: what the guide reserves for."""
+    return sum(
+        1 for span in trace.spans if span.attributes.get("gen_ai.operation.name") in ("call_llm", "execute_tool")
+    )
+
+
+PROMPT = "Find out how budget reservations work and summarise."
+
+
+def _timed(run: Callable[[], Any]) -> tuple[float, float]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    run()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def run_row(env: Env, framework: str, model_ms: int, tool_ms: int, calls: int, rounds: int) -> dict[str, Any]:
+    """Overhead per run of the guide and of otel-cycles at one latency and run length."""
+    server, url = start_model(model_ms, calls - 1)
+    try:
+        agents = make_agents(env, framework, url, tool_ms)
+        # Warm up every variant (imports, connection pools, price caches) and count the governed calls of a run.
+        spans = {variant: governed_calls(agents[variant].run(PROMPT)) for variant in VARIANTS for _ in range(2)}
+        samples: dict[str, list[tuple[float, float]]] = {variant: [] for variant in VARIANTS}
+        order = list(VARIANTS)
+        for _ in range(rounds):
+            random.shuffle(order)
+            gc.collect()
+            for variant in order:
+                samples[variant].append(_timed(lambda v=variant: agents[v].run(PROMPT)))  # type: ignore[misc]
+    finally:
+        stop(server)
+    return summarise(samples, spans["guide"], per="run") | {
+        "framework": framework,
+        "model_ms": model_ms,
+        "tool_ms": tool_ms,
+        "llm_calls": calls,
+        "rounds": rounds,
+    }
+
+
+def summarise(samples: dict[str, list[tuple[float, float]]], governed: int, per: str) -> dict[str, Any]:
+    """Paired differences against the ungoverned variant of the same round, medians over rounds."""
+    out: dict[str, Any] = {"governed_calls": governed}
+    for variant in ("guide", "ours"):
+        pairs = list(zip(samples[variant], samples["none"], strict=True))
+        out[f"{variant}_ms"] = statistics.median(v[0] - b[0] for v, b in pairs) * 1000
+        out[f"{variant}_cpu_ms_per_call"] = statistics.median(v[1] - b[1] for v, b in pairs) * 1000 / governed
+    out["none_ms"] = statistics.median(s[0] for s in samples["none"]) * 1000
+    out["ratio"] = out["ours_ms"] / out["guide_ms"] if out["guide_ms"] > 0 else float("nan")
+    out["cpu_ratio"] = (
+        out["ours_cpu_ms_per_call"] / out["guide_cpu_ms_per_call"] if out["guide_cpu_ms_per_call"] > 0 else float("nan")
+    )
+    return out
+
+
+def run_waves(env: Env, framework: str, sizes: tuple[int, ...], rounds: int) -> list[dict[str, Any]]:
+    """N concurrent `run_async` runs of one agent per variant, under one event loop."""
+    server, url = start_model(WAVE_MODEL_MS, 1)
+    results = []
+    try:
+        agents = make_agents(env, framework, url, 0)
+        loop = asyncio.new_event_loop()
+
+        def wave(variant: str, n: int) -> None:
+            async def all_runs() -> None:
+                await asyncio.gather(*(agents[variant].run_async(PROMPT) for _ in range(n)))
+
+            loop.run_until_complete(all_runs())
+
+        governed = governed_calls(loop.run_until_complete(agents["guide"].run_async(PROMPT)))
+        for n in sizes:
+            for variant in VARIANTS:
+                wave(variant, n)  # warm-up: connection pools grow to n
+            samples: dict[str, list[tuple[float, float]]] = {variant: [] for variant in VARIANTS}
+            order = list(VARIANTS)
+            for _ in range(rounds):
+                random.shuffle(order)
+                gc.collect()
+                for variant in order:
+                    samples[variant].append(_timed(lambda v=variant, n=n: wave(v, n)))  # type: ignore[misc]
+            row = summarise(samples, governed * n, per="wave")
+            row |= {"framework": framework, "concurrent": n, "rounds": rounds, "model_ms": WAVE_MODEL_MS}
+            wave_s = {v: statistics.median(s[0] for s in samples[v]) for v in VARIANTS}
+            row["wave_ms"] = {v: wave_s[v] * 1000 for v in VARIANTS}
+            row["governed_calls_per_s"] = {v: governed * n / wave_s[v] for v in ("guide", "ours")}
+            results.append(row)
+            print(_wave_line(row), flush=True)
+        loop.close()
+    finally:
+        stop(server)
+    return results
+
+
+def _row_line(r: dict[str, Any]) -> str:
+    return (
+        f"| {r['framework']} | {r['model_ms']} / {r['tool_ms']} ms | {r['llm_calls']} ({r['governed_calls']}) "
+        f"| {r['none_ms']:.1f} ms | {r['guide_ms']:.2f} ms | {r['ours_ms']:.2f} ms | **{r['ratio']:.2f}** "
+        f"| {r['guide_cpu_ms_per_call']:.2f} / {r['ours_cpu_ms_per_call']:.2f} ms |"
+    )
+
+
+def _wave_line(r: dict[str, Any]) -> str:
+    w, rate = r["wave_ms"], r["governed_calls_per_s"]
+    return (
+        f"| {r['framework']} | {r['concurrent']} | {w['none']:.0f} / {w['guide']:.0f} / {w['ours']:.0f} ms "
+        f"| {r['guide_ms']:.1f} ms | {r['ours_ms']:.1f} ms | **{r['ratio']:.2f}** "
+        f"| {rate['guide']:,.0f} / {rate['ours']:,.0f} |"
+    )
+
+
+def report(rows: list[dict[str, Any]], waves: list[dict[str, Any]], command: str) -> str:
+    head = (
+        "| framework | model / tool latency | LLM calls per run (governed calls) | ungoverned run | guide overhead"
+        " per run | otel-cycles overhead per run | ratio | CPU per governed call, guide / ours |\n"
+        "|---|---|---|---|---|---|---|---|"
+    )
+    wave_head = (
+        "| framework | concurrent runs | wave wall time, none / guide / ours | guide overhead per wave"
+        " | otel-cycles overhead per wave | ratio | governed calls/s, guide / ours |\n|---|---|---|---|---|---|---|"
+    )
+    return (
+        f"Command: `{command}` (results also in `benchmarks/results/agents.json`). Shared 2-core machine (other "
+        "jobs were running): absolute figures are noisy; the ratios come from the same rounds, variants shuffled "
+        "in every round.\n\n"
+        "**Overhead per run** (wall time minus the ungoverned run of the same round, median over rounds):\n\n"
+        + head
+        + "\n"
+        + "\n".join(_row_line(r) for r in rows)
+        + f"\n\n**Concurrent runs** (one agent, N `run_async` runs under one event loop, {WAVE_MODEL_MS} ms model "
+        "latency, one tool round per run):\n\n" + wave_head + "\n" + "\n".join(_wave_line(r) for r in waves) + "\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="fewer rounds, tinyagent only")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds per row (default 25, quick 8)")
+    parser.add_argument("--frameworks", default=None, help="comma-separated (default tinyagent,openai)")
+    parser.add_argument("--waves", default=None, help="concurrency levels, e.g. 1,4 (default 1,4,16,64; 'none')")
+    parser.add_argument("--rows", default=None, help="model/tool/calls triples, e.g. 20/0/8,0/0/1 ('none': no rows)")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args(argv)
+    rounds = args.rounds or (8 if args.quick else 25)
+    frameworks = args.frameworks.split(",") if args.frameworks else (["tinyagent"] if args.quick else FRAMEWORKS)
+    if args.waves == "none":
+        sizes: tuple[int, ...] = ()
+    else:
+        sizes = tuple(int(n) for n in args.waves.split(",")) if args.waves else ((1, 16) if args.quick else WAVES)
+    if args.rows == "none":
+        rows_spec = []
+    elif args.rows:
+        rows_spec = [tuple(int(x) for x in spec.split("/")) for spec in args.rows.split(",")]
+    else:
+        rows_spec = [(m, t, c) for m, t in LATENCY_ROWS for c in CALLS]
+    rows: list[dict[str, Any]] = []
+    waves: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        authority, base_url = start_server(os.path.join(tmp, "bench.db"))
+        try:
+            env = Env(base_url, setup(base_url))
+            for framework in frameworks:
+                for model_ms, tool_ms, calls in rows_spec:
+                    # Long runs get fewer rounds, so a row takes about a minute at most.
+                    run_s = calls * model_ms / 1000 + (calls - 1) * tool_ms / 1000
+                    n = max(5, min(rounds, int(20 / max(run_s, 0.05))))
+                    rows.append(run_row(env, framework, model_ms, tool_ms, calls, n))
+                    print(_row_line(rows[-1]), flush=True)
+            if sizes:
+                waves = run_waves(env, "tinyagent", sizes, max(4, rounds // 2))
+        finally:
+            authority.terminate()
+            authority.wait(10)
+    command = COMMAND + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
+    body = report(rows, waves, command.replace(" --no-write", ""))
+    print(body)
+    if not args.no_write:
+        write_section("Governance overhead on real agent runs", body)
+        write_json(RESULTS_DIR / "agents.json", {"command": command, "rows": rows, "waves": waves})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

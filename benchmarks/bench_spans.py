@@ -1,0 +1,195 @@
+"""Governed-span throughput: what `CyclesSpanProcessor` adds to ending a span that carries a real reservation.
+
+Each round makes `--spans` real reservations at the embedded authority (in its own process, not timed), opens one
+`call_llm` span per reservation with token usage on it and registers the reservation for it, as the callback's
+before-hook does. Timed: ending the spans, on the thread that ends them, through an SDK TracerProvider with
+BatchSpanProcessor (null exporter) alone, and with CyclesSpanProcessor in front of it, in alternating order. With
+CyclesSpanProcessor each end prices nothing (the after-hook did) but queues a real commit, which the settlement
+worker sends meanwhile (it competes for the interpreter); the drain time and the process CPU per span, worker
+included, are reported beside.
+
+Run: `python -m benchmarks.bench_spans [--quick] [--no-write]`
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from runcycles import CyclesClient, CyclesConfig
+
+from benchmarks._results import RESULTS_DIR, write_json, write_section
+from benchmarks.bench_authority import setup, start_server
+from otel_cycles import CyclesSpanProcessor
+from otel_cycles._lean_client import lean_client
+from otel_cycles._registry import REGISTRY, PendingReservation, RunState, span_key
+from otel_cycles._settlement import settlement_for
+from otel_cycles.pricing import normalize_model_id
+
+COMMAND = "python -m benchmarks.bench_spans"
+SUBJECT = {"tenant": "bench", "agent": "a1"}
+ACTION = {"kind": "llm.completion", "name": "openai:gpt-4o"}
+
+
+class _NullExporter(SpanExporter):
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
+def _reserve_many(client: CyclesClient, n: int, threads: bool = True) -> list[tuple[str, str]]:
+    def one(_: int) -> tuple[str, str]:
+        key = str(uuid.uuid4())
+        body = {
+            "idempotency_key": key,
+            "subject": SUBJECT,
+            "action": ACTION,
+            "estimate": {"unit": "USD_MICROCENTS", "amount": 100_000},
+            "ttl_ms": 600_000,
+        }
+        response = client.create_reservation(body)
+        assert response.is_success and response.body is not None, response.error_message
+        return key, str(response.body["reservation_id"])
+
+    if not threads:
+        return [one(i) for i in range(n)]
+    with ThreadPoolExecutor(4) as pool:
+        return list(pool.map(one, range(n)))
+
+
+def _round(client: CyclesClient, spans: int, governed: bool) -> dict[str, float]:
+    provider = TracerProvider()
+    if governed:
+        provider.add_span_processor(CyclesSpanProcessor())
+    batch = BatchSpanProcessor(_NullExporter(), max_queue_size=max(spans + 1, 512))
+    provider.add_span_processor(batch)
+    tracer = provider.get_tracer("any_agent")
+    reservations = _reserve_many(client, spans)
+    settlement = settlement_for(client)
+    run = RunState(run_id=uuid.uuid4().hex)
+    model = normalize_model_id("openai:gpt-4o")
+    opened = []
+    for i, (key, reservation_id) in enumerate(reservations):
+        span = tracer.start_span("call_llm gpt-4o")
+        usage = {"gen_ai.usage.input_tokens": 300 + i, "gen_ai.usage.output_tokens": 40}
+        span.set_attributes({"gen_ai.operation.name": "call_llm", **usage})
+        # Registered in both variants (the lookup is part of the processor's cost); only CyclesSpanProcessor pops it.
+        pending = PendingReservation(span, run, settlement, ACTION["kind"], ACTION, SUBJECT, 100_000, key, None)
+        pending.reservation_id, pending.model = reservation_id, model
+        span_key_ = span_key(span)
+        assert span_key_ is not None
+        REGISTRY.add(span_key_, pending)
+        opened.append((span_key_, span))
+    gc.collect()
+    gc.disable()
+    try:
+        cpu = time.process_time()
+        started = time.perf_counter()
+        for _, span in opened:
+            span.end()
+        elapsed = time.perf_counter() - started
+        settlement.flush(60)
+        drained = time.perf_counter() - started
+        cpu = time.process_time() - cpu
+    finally:
+        gc.enable()
+    for opened_key, _ in opened:
+        leftover = REGISTRY.pop(opened_key)
+        if leftover is not None:  # BSP alone: release what the processor did not settle
+            body = {"idempotency_key": f"r-{leftover.idempotency_key}"}
+            client.release_reservation(leftover.reservation_id or "", body)
+    batch.force_flush()
+    provider.shutdown()
+    return {"end_us": elapsed / spans * 1e6, "drain_s": drained, "cpu_us": cpu / spans * 1e6}
+
+
+def transport(client: CyclesClient, requests: int) -> dict[str, float]:
+    """Process CPU and wall time per reservation through runcycles' httpx client and through the lean one."""
+    out = {}
+    for name, sender in (("httpx", client), ("lean", lean_client(client))):
+        _reserve_many(sender, 20)  # warm up: connections
+        cpu, wall = time.process_time(), time.perf_counter()
+        for _ in range(requests):
+            _reserve_many(sender, 1, threads=False)
+        out[f"{name}_cpu_us"] = (time.process_time() - cpu) / requests * 1e6
+        out[f"{name}_wall_us"] = (time.perf_counter() - wall) / requests * 1e6
+    return out
+
+
+def throughput(client: CyclesClient, spans: int, rounds: int) -> dict[str, Any]:
+    pairs = []
+    for round_ in range(rounds):
+        order = (False, True) if round_ % 2 == 0 else (True, False)
+        measured = {governed: _round(client, spans, governed) for governed in order}
+        pairs.append((measured[False], measured[True]))
+    return {
+        "spans": spans,
+        "rounds": rounds,
+        "bsp_end_us": statistics.median(p[0]["end_us"] for p in pairs),
+        "cycles_end_us": statistics.median(p[1]["end_us"] for p in pairs),
+        "ratio": statistics.median(p[1]["end_us"] / p[0]["end_us"] for p in pairs),
+        "bsp_spans_per_s": 1e6 / statistics.median(p[0]["end_us"] for p in pairs),
+        "cycles_spans_per_s": 1e6 / statistics.median(p[1]["end_us"] for p in pairs),
+        "cycles_cpu_us": statistics.median(p[1]["cpu_us"] for p in pairs),
+        "bsp_cpu_us": statistics.median(p[0]["cpu_us"] for p in pairs),
+        "commits_per_s": spans / statistics.median(p[1]["drain_s"] for p in pairs),
+    }
+
+
+def report(r: dict[str, Any], command: str) -> str:
+    return (
+        f"Command: `{command}` (results also in `benchmarks/results/spans.json`). Shared 2-core machine.\n\n"
+        f"{r['spans']} `call_llm` spans per round, each carrying a real reservation, x {r['rounds']} alternating "
+        "rounds (median of per-round figures):\n\n"
+        "| | BatchSpanProcessor alone | CyclesSpanProcessor + BatchSpanProcessor |\n|---|---|---|\n"
+        f"| `span.end()` on the ending thread | {r['bsp_end_us']:.1f} us ({r['bsp_spans_per_s']:,.0f} spans/s) "
+        f"| {r['cycles_end_us']:.1f} us ({r['cycles_spans_per_s']:,.0f} spans/s) |\n"
+        f"| ratio of end times (target <= 1.15) | 1 | **{r['ratio']:.2f}** |\n"
+        f"| process CPU per span, background threads included | {r['bsp_cpu_us']:.0f} us "
+        f"| {r['cycles_cpu_us']:.0f} us (a real commit each) |\n"
+        f"| commits sent per second by the settlement worker | | {r['commits_per_s']:,.0f} |\n\n"
+        "One reservation request, sequential, same process and authority: through runcycles' httpx client "
+        f"{r['httpx_cpu_us']:.0f} us CPU ({r['httpx_wall_us']:.0f} us wall); through the lean transport "
+        f"(`otel_cycles._lean_client`) {r['lean_cpu_us']:.0f} us CPU ({r['lean_wall_us']:.0f} us wall).\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--spans", type=int, default=None, help="spans per round (default 2000, quick 500)")
+    parser.add_argument("--rounds", type=int, default=None, help="paired rounds (default 6, quick 2)")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args(argv)
+    spans = args.spans or (500 if args.quick else 2000)
+    rounds = args.rounds or (2 if args.quick else 6)
+    with tempfile.TemporaryDirectory() as tmp:
+        authority, base_url = start_server(os.path.join(tmp, "bench.db"))
+        try:
+            config = CyclesConfig(base_url=base_url, api_key=setup(base_url), journal_dir=os.path.join(tmp, "j"))
+            client = CyclesClient(config)
+            result = throughput(client, spans, rounds) | transport(client, 300)
+        finally:
+            authority.terminate()
+            authority.wait(10)
+    command = (COMMAND + " " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
+    body = report(result, command.replace(" --no-write", ""))
+    print(body)
+    if not args.no_write:
+        write_section("Governed-span throughput", body)
+        write_json(RESULTS_DIR / "spans.json", {"command": command, **result})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

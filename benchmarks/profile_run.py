@@ -1,0 +1,129 @@
+"""Where the time of a governed run goes: wall time per hook phase, and CPU per thread, of real tinyagent runs.
+
+The same setup as `bench_agents` (scripted model and embedded authority in their own processes), otel-cycles only.
+Each of the callback's hooks and the span processor's `on_end` is timed where it runs (for tinyagent the before-hooks
+and the end-of-run wait run on the hook pool, see `otel_cycles._async_hooks`, and are timed there); CPU is read per
+thread from /proc (Linux only), so the agent's own work, the hook pool, the settlement worker and the lookahead lane
+are told apart.
+
+Run: `python -m benchmarks.profile_run [--calls 8] [--model-ms 20] [--runs 30]` (prints a Markdown table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import functools
+import os
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from benchmarks.bench_agents import PROMPT, Env, make_agents, start_model, stop
+from benchmarks.bench_authority import setup, start_server
+from otel_cycles import CyclesBudgetCallback, CyclesSpanProcessor
+from otel_cycles.processor import ensure_processor
+
+PHASES = (
+    ("before_llm_call", "reserve the LLM call, or adopt its lookahead"),
+    ("after_llm_call", "price the usage, stamp the span, send the lookaheads"),
+    ("before_tool_execution", "reserve the tool call, or adopt its lookahead"),
+    ("after_tool_execution", "stamp the tool's cost"),
+    ("on_end", "span processor: queue the commit"),
+    ("after_agent_invocation", "end of run: release unused lookaheads, wait for the run's commits"),
+)
+
+
+def _thread_cpu() -> dict[str, float]:
+    """CPU seconds per Python thread name (the threads of a pool summed) of this process, from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = collections.defaultdict(float)
+    for thread in threading.enumerate():
+        try:
+            stat = (Path("/proc/self/task") / str(thread.native_id) / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        out[thread.name.rstrip("_0123456789")] += (int(fields[11]) + int(fields[12])) / ticks
+    return out
+
+
+def _timed(record: list[float], fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            record.append(time.perf_counter() - started)
+
+    return wrapper
+
+
+def profile(calls: int, model_ms: int, runs: int, framework: str) -> str:
+    with tempfile.TemporaryDirectory() as tmp:
+        authority, base_url = start_server(os.path.join(tmp, "bench.db"))
+        server, model_url = start_model(model_ms, calls - 1)
+        try:
+            agent = make_agents(Env(base_url, setup(base_url)), framework, model_url, 0)["ours"]
+            callback = next(c for c in agent.config.callbacks if isinstance(c, CyclesBudgetCallback))
+            processor = ensure_processor()
+            assert isinstance(processor, CyclesSpanProcessor)
+            for _ in range(3):
+                agent.run(PROMPT)
+            times: dict[str, list[float]] = {name: [] for name, _ in PHASES}
+            for name, _ in PHASES:
+                owner: Any = processor if name == "on_end" else callback
+                setattr(owner, name, _timed(times[name], getattr(owner, name)))
+            walls = []
+            cpu_before = _thread_cpu()
+            total_cpu = time.process_time()
+            for _ in range(runs):
+                started = time.perf_counter()
+                agent.run(PROMPT)
+                walls.append(time.perf_counter() - started)
+            cpu_after = _thread_cpu()
+            total_cpu = time.process_time() - total_cpu
+        finally:
+            stop(server)
+            authority.terminate()
+            authority.wait(10)
+    lines = [
+        f"{framework}, {calls} LLM calls per run, {model_ms} ms model latency, {runs} runs; median run "
+        f"{statistics.median(walls) * 1000:.1f} ms.\n",
+        "| phase | calls per run | wall ms per call (median) | wall ms per run | what it does |",
+        "|---|---|---|---|---|",
+    ]
+    for name, what in PHASES:
+        samples = times[name]
+        if samples:
+            lines.append(
+                f"| `{name}` | {len(samples) / runs:.0f} | {statistics.median(samples) * 1000:.3f} "
+                f"| {sum(samples) * 1000 / runs:.2f} | {what} |"
+            )
+    lines += ["", f"Process CPU per run: {total_cpu * 1000 / runs:.1f} ms.", ""]
+    lines += ["| thread | CPU ms per run |", "|---|---|"]
+    used = {name: cpu_after.get(name, 0.0) - cpu_before.get(name, 0.0) for name in cpu_after}
+    for name, seconds in sorted(used.items(), key=lambda item: -item[1]):
+        if seconds > 0:
+            lines.append(f"| {name} | {seconds * 1000 / runs:.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--calls", type=int, default=8)
+    parser.add_argument("--model-ms", type=int, default=20)
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--framework", default="tinyagent")
+    args = parser.parse_args(argv)
+    print(profile(args.calls, args.model_ms, args.runs, args.framework))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
