@@ -125,7 +125,8 @@ def _create(client: CyclesClient, body: dict[str, Any], timeout_s: float | None)
         return client.create_reservation(body)
     if isinstance(client, LeanCyclesClient):
         with quiet_attempt():  # the breaker reports an unreachable authority, once
-            return client.post_bounded(RESERVATIONS_PATH, body, timeout_s)
+            per_operation = max(client._config.connect_timeout, client._config.read_timeout)
+            return client.post_bounded(RESERVATIONS_PATH, body, min(per_operation, timeout_s))
     config = client._config
     timeout = httpx.Timeout(
         connect=min(config.connect_timeout, timeout_s),
