@@ -29,11 +29,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.oracle import priced_microcents
+from tests.oracle import DEFAULT_TOOL_COST, Oracle
 
 ROOT = Path(__file__).resolve().parents[1]
 RELIABILITY = ROOT / "RELIABILITY.md"
 SCENARIOS = ("ok", "parallel", "model_error", "tool_error", "cancel")
+TOOL_COSTS = {"search_web": DEFAULT_TOOL_COST, "slow_search": DEFAULT_TOOL_COST, "broken_search": DEFAULT_TOOL_COST}
+"""What each of the soak's tools commits: configured on the callback and given to the oracle, so neither side
+derives it from the other."""
+ORACLE = Oracle(tool_costs=TOOL_COSTS)
 WEIGHTS = (0.45, 0.2, 0.12, 0.12, 0.11)
 
 
@@ -42,7 +46,7 @@ class SoakResult:
     calls: int = 0
     runs: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SCENARIOS, 0))
     priced: int = 0
-    """Independently priced usage of every finished, non-released governed span."""
+    """Independently priced (`tests.oracle`) spend of every reserved governed call, released ones included."""
     stamped: int = 0
     """Sum of `cycles.actual.amount` over the same spans (what otel-cycles decided to commit)."""
     spent: int = 0
@@ -141,7 +145,7 @@ def run_soak(
             client = CyclesClient(CyclesConfig(base_url=authority.base_url, api_key=key, journal_dir=f"{tmp}/journal"))
             if make_callback is None:
                 make_callback = CyclesBudgetCallback
-            callback = make_callback(client=client, tenant="soak", agent="soaker")
+            callback = make_callback(client=client, tenant="soak", agent="soaker", tool_cost=TOOL_COSTS)
 
             def agent(tools: list[Any]) -> Any:
                 config = AgentConfig(
@@ -183,11 +187,11 @@ def run_soak(
                     if not attributes.get("cycles.action.kind") or "cycles.reservation.id" not in attributes:
                         continue
                     result.calls += 1
+                    result.priced += ORACLE.expected(span)  # every reserved call: the oracle decides what is owed
                     if attributes.get("cycles.released"):
                         result.released += 1
                         continue
                     result.stamped += int(attributes["cycles.actual.amount"])
-                    result.priced += priced_microcents(attributes)
                 exporter.clear()  # the harness's own span store: without this it keeps every span
                 model.reset()  # the scripted model's log of served requests (bodies included): same
                 if not middle_recorded and result.calls >= calls // 2:

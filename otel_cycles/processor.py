@@ -10,7 +10,6 @@ ignored, so nothing is counted twice.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import weakref
 
@@ -55,11 +54,9 @@ class CyclesSpanProcessor(SpanProcessor):
                 latency_ms = max(0, (span.end_time - span.start_time) // 1_000_000)
             settle(pending, outcome, latency_ms=latency_ms)
         except Exception:
-            # Never break the instrumented application. The reservation is not lost: the authority returns it at
-            # expiry. Under pytest the error is re-raised so bugs fail tests instead of hiding.
+            # Never break the instrumented application: log and count (the test suite fails any test in which this
+            # counter grows unexpectedly). The reservation is not lost: the authority returns it at expiry.
             metrics.settlement_errors.add(1, {"error.type": "internal", "cycles.operation": "on_end"})
-            if os.environ.get("PYTEST_CURRENT_TEST"):
-                raise
             logger.exception("otel-cycles failed to settle span %s; your agent is fine, the budget may lag", span.name)
 
     def shutdown(self) -> None:

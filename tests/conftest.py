@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import os
+import random
 import secrets
 import sys
 import threading
@@ -53,6 +54,77 @@ _provider = trace.get_tracer_provider()
 assert isinstance(_provider, TracerProvider)
 _provider.add_span_processor(SimpleSpanProcessor(SPANS))
 metrics.set_meter_provider(MeterProvider(metric_readers=[METRICS]))
+
+
+def _internal_errors() -> float:
+    """`cycles.settlement.errors{error.type=internal}` so far: bugs the processor and the worker log and swallow."""
+    data = METRICS.get_metrics_data()
+    total = 0.0
+    for resource in data.resource_metrics if data else ():
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                if metric.name == "cycles.settlement.errors":
+                    for point in metric.data.data_points:
+                        if (point.attributes or {}).get("error.type") == "internal":
+                            total += point.value  # type: ignore[union-attr]
+    return total
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "internal_errors_expected: the test provokes an internal error the processor must swallow"
+    )
+
+
+SHUFFLE_VARIABLE = "OTEL_CYCLES_TEST_SHUFFLE"
+"""`OTEL_CYCLES_TEST_SHUFFLE=<seed>` (or `random`) runs the suite in a shuffled order, as pytest-randomly would:
+modules in random order and the tests of each module in random order (module-scoped fixtures stay set up once). The
+seed is printed in the header; rerun with it to reproduce an order."""
+
+
+def _shuffle_seed() -> int | None:
+    value = os.environ.get(SHUFFLE_VARIABLE, "").strip()
+    if not value:
+        return None
+    if value == "random":
+        value = os.environ[SHUFFLE_VARIABLE] = str(random.randrange(10**6))  # xdist-free: one process, one seed
+    return int(value)
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    seed = _shuffle_seed()
+    return None if seed is None else f"test order shuffled: {SHUFFLE_VARIABLE}={seed}"
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    seed = _shuffle_seed()
+    if seed is None:
+        return
+    rng = random.Random(seed)
+    modules: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        modules.setdefault(item.nodeid.split("::")[0], []).append(item)
+    order = list(modules)
+    rng.shuffle(order)
+    for name in order:
+        rng.shuffle(modules[name])
+    items[:] = [item for name in order for item in modules[name]]
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    seed = _shuffle_seed()
+    if seed is not None:
+        terminalreporter.write_line(f"test order was shuffled with {SHUFFLE_VARIABLE}={seed}")
+
+
+@pytest.fixture(autouse=True)
+def no_swallowed_bugs(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a test in which otel-cycles swallowed an internal error (it never raises into the application, by design,
+    so a bug would otherwise only show as a log line and a counter)."""
+    before = _internal_errors()
+    yield
+    if request.node.get_closest_marker("internal_errors_expected") is None:
+        assert _internal_errors() == before, "otel-cycles swallowed an internal error: see the captured log"
 
 
 @pytest.fixture

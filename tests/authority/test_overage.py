@@ -124,21 +124,50 @@ def test_debt_outstanding_and_over_limit(client: CyclesClient, authority: LocalA
     assert decide.body == {"decision": "DENY", "affected_scopes": decide.body["affected_scopes"],
                            "reason_code": "OVERDRAFT_LIMIT_EXCEEDED"}  # fmt: skip
     authority.fund(SCOPE, "CREDIT", 1_000)  # debt 200 > limit 0 still: over-limit stays
+    assert balance_of(authority, SCOPE)["is_over_limit"] is True
     assert client.create_reservation(reserve_body(0)).body["error"] == "OVERDRAFT_LIMIT_EXCEEDED"
+    # Raising the limit to the debt clears over-limit (200 > 200 is false); with a limit > 0 debt does not block.
     authority.ledger.update_budget(SCOPE, UNIT, {"overdraft_limit": {"unit": UNIT, "amount": 200}})
+    assert "is_over_limit" not in balance_of(authority, SCOPE)
+    allowed = client.create_reservation(reserve_body(10))
+    assert allowed.status == 200, allowed.body
+    assert client.release_reservation(allowed.body["reservation_id"], {"idempotency_key": key()}).status == 200
     authority.ledger.update_budget(SCOPE, UNIT, {"overdraft_limit": {"unit": UNIT, "amount": 0}})
-    authority.fund(SCOPE, "REPAY_DEBT", 100)  # debt 100, limit 0: over-limit (100 > 0)
+    assert balance_of(authority, SCOPE)["is_over_limit"] is True
+    repaid = authority.fund(SCOPE, "REPAY_DEBT", 100)  # debt 100, limit 0: still over-limit (100 > 0)
+    assert repaid["new_debt"]["amount"] == 100
+    assert client.create_reservation(reserve_body(0)).body["error"] == "OVERDRAFT_LIMIT_EXCEEDED"
     authority.ledger.update_budget(SCOPE, UNIT, {"overdraft_limit": {"unit": UNIT, "amount": 100}})
+    assert "is_over_limit" not in balance_of(authority, SCOPE)
+    assert client.create_reservation(reserve_body(0)).status == 200
     authority.ledger.update_budget(SCOPE, UNIT, {"overdraft_limit": {"unit": UNIT, "amount": 0}})
+    # Every admin change recomputes is_over_limit = debt > limit, so debt with a zero limit is always over-limit
+    # here: OVERDRAFT_LIMIT_EXCEEDED wins over DEBT_OUTSTANDING (see the next test for DEBT_OUTSTANDING itself).
+    assert client.create_reservation(reserve_body(0)).body["error"] == "OVERDRAFT_LIMIT_EXCEEDED"
 
 
 def test_debt_outstanding_with_zero_limit(client: CyclesClient, authority: LocalAuthority) -> None:
+    """Debt with a zero overdraft limit on a scope not flagged over-limit: reserve 409 DEBT_OUTSTANDING, decide DENY.
+
+    The embedded admin plane cannot produce this state (it recomputes `is_over_limit = debt > limit` on every change,
+    as the reference's funding path does); a ledger written by a server whose limit change does not recompute the
+    flag can. The row is written directly, as such a server would leave it.
+    """
     authority.create_budget(SCOPE, 1_000, overdraft_limit=300)
     rid = _reserve(client, 1_000, "ALLOW_WITH_OVERDRAFT")
-    assert client.commit_reservation(rid, commit_body(1_100)).status == 200  # debt 100
-    authority.ledger.update_budget(SCOPE, UNIT, {"overdraft_limit": {"unit": UNIT, "amount": 100}})
-    # is_over_limit = debt 100 > limit 100 = False; limit > 0 so debt does not block, remaining does.
-    authority.fund(SCOPE, "CREDIT", 500)
+    assert client.commit_reservation(rid, commit_body(1_100)).status == 200  # debt 100, limit 300: not over-limit
+    assert "is_over_limit" not in balance_of(authority, SCOPE)
+    with authority.ledger._tx() as conn:
+        conn.execute("UPDATE budgets SET overdraft_limit = 0 WHERE scope = ? AND unit = ?", (SCOPE, UNIT))
+    assert amounts(balance_of(authority, SCOPE))["debt"] == 100
+    denied = client.create_reservation(reserve_body(10))
+    assert denied.status == 409 and denied.body["error"] == "DEBT_OUTSTANDING", denied.body
+    decided = client.decide(reserve_body(10))
+    assert decided.status == 200
+    assert (decided.body["decision"], decided.body["reason_code"]) == ("DENY", "DEBT_OUTSTANDING")
+    # Repaying the debt lifts the block (and funding leaves room for the call).
+    assert authority.fund(SCOPE, "REPAY_DEBT", 100)["new_debt"]["amount"] == 0
+    authority.fund(SCOPE, "CREDIT", 1_000)
     assert client.create_reservation(reserve_body(10)).status == 200
 
 

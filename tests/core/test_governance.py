@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
-import genai_prices
 import pytest
 
 from otel_cycles import BudgetExceeded, CyclesBudgetCallback
 from otel_cycles.testing import ScriptedModel, Usage
 from tests.conftest import Tenant
 from tests.core.agents import make_agent
-from tests.oracle import priced_microcents
+from tests.oracle import DEFAULT_TOOL_COST, Oracle, llm_price
+
+ORACLE = Oracle(tool_costs={"search_web": DEFAULT_TOOL_COST})
 
 
 def governed_spans(spans):
@@ -29,15 +33,15 @@ def test_spent_equals_priced_usage_on_every_scope(tenant: Tenant, model: Scripte
 
     governed = governed_spans(spans)
     assert [s.attributes["cycles.action.kind"] for s in governed].count("llm.completion") == model.request_count == 3
-    expected = sum(priced_microcents(s.attributes) for s in governed)
-    assert expected == sum(s.attributes["cycles.actual.amount"] for s in governed)
+    # The scripted model's own record of the usage it served, priced by genai-prices, plus two $0.001 tool calls.
+    served = [r.usage for r in model.requests]
+    expected = sum(llm_price(u.prompt_tokens, u.completion_tokens) for u in served if u is not None) + 2 * 100_000
+    assert ORACLE.spent(governed) == expected
     for scope in ("", "workflow:research", "workflow:research/agent:researcher"):
         assert tenant.spent(scope) == expected
     assert all(s.attributes["gen_ai.usage.cost.source"] == "local" for s in governed if "call_llm" in s.name)
-    # AnyAgent's own cost roll-up works again, and agrees with the commits.
-    assert trace.cost.total_cost == pytest.approx(
-        sum(s.attributes["gen_ai.usage.cost.amount"] for s in governed if "call_llm" in s.name)
-    )
+    # AnyAgent's own cost roll-up (it sums LLM spans only) works again and agrees with the independent price.
+    assert trace.cost.total_cost == pytest.approx((expected - 2 * 100_000) / 100_000_000, rel=1e-9)
     assert tenant.active() == []
 
 
@@ -75,30 +79,63 @@ def test_budget_runs_out_mid_run(tenant: Tenant, model: ScriptedModel) -> None:
     assert model.request_count == 1
     first = model.requests[0].usage
     assert first is not None
-    llm = genai_prices.calc_price(
-        genai_prices.Usage(input_tokens=first.prompt_tokens, output_tokens=first.completion_tokens),
-        "gpt-4o",
-        provider_id="openai",
-    )
-    assert tenant.spent("agent:mid") == int(llm.total_price * 100_000_000) + 100_000
+    assert tenant.spent("agent:mid") == llm_price(first.prompt_tokens, first.completion_tokens) + DEFAULT_TOOL_COST
     assert tenant.active() == []
 
 
-@pytest.mark.parametrize(
-    "scenario",
-    ["success", "model_http_500", "cancel_in_tool", "parallel_tool_calls"],
-)
-def test_no_reservation_left_active(tenant: Tenant, scenario: str) -> None:
+def served_price(model: ScriptedModel, numbers: range | list[int]) -> int:
+    """genai-prices' price of the usage the scripted model served on requests `numbers` (1-based)."""
+    total = 0
+    for n in numbers:
+        usage = model.requests[n - 1].usage
+        assert usage is not None, f"request {n} was not answered with usage"
+        total += llm_price(usage.prompt_tokens, usage.completion_tokens)
+    return total
+
+
+def statuses(tenant: Tenant) -> list[str]:
+    return sorted(str(r["status"]) for r in tenant.authority.reservations(tenant.id))
+
+
+def assert_nothing_held(tenant: Tenant) -> None:
+    assert tenant.active() == []
+    assert tenant.balance()["reserved"] == {"unit": "USD_MICROCENTS", "amount": 0}
+
+
+def test_a_finished_run_commits_every_call(tenant: Tenant, spans) -> None:
     tenant.budget("", 100_000_000)
     callback = CyclesBudgetCallback(client=tenant.client, tenant=tenant.id, agent="a")
-    model_kwargs: dict[str, Any] = {"tool_rounds": 1}
-    if scenario == "model_http_500":
-        model_kwargs["fail_requests"] = range(2, 10)
-    if scenario == "parallel_tool_calls":
-        model_kwargs["parallel"] = 3
+    with ScriptedModel(tool_rounds=1) as model:
+        make_agent(model, [callback]).run("Research budget governance")
+    assert model.request_count == 2
+    expected = served_price(model, [1, 2]) + DEFAULT_TOOL_COST
+    assert ORACLE.spent(governed_spans(spans)) == expected
+    assert tenant.spent() == expected
+    # LLM, tool, LLM (the second adopted the lookahead made while the tool ran): one reservation each.
+    assert statuses(tenant) == ["COMMITTED"] * 3
+    assert_nothing_held(tenant)
 
-    class Stop(Exception):
-        pass
+
+def test_a_model_http_500_releases_the_failed_call(tenant: Tenant, spans) -> None:
+    tenant.budget("", 100_000_000)
+    callback = CyclesBudgetCallback(client=tenant.client, tenant=tenant.id, agent="a")
+    # Request 1 asks for the tool; every later request fails (the OpenAI client retries the 500 twice).
+    with ScriptedModel(tool_rounds=1, fail_requests=range(2, 10)) as model:
+        agent = make_agent(model, [callback])
+        with pytest.raises(Exception) as raised:
+            agent.run("Research budget governance")
+    assert not isinstance(raised.value, BudgetExceeded)
+    assert model.request_count == 4
+    expected = served_price(model, [1]) + DEFAULT_TOOL_COST
+    assert ORACLE.spent(governed_spans(spans)) == expected
+    assert tenant.spent() == expected
+    assert statuses(tenant) == ["COMMITTED", "COMMITTED", "RELEASED"]
+    assert_nothing_held(tenant)
+
+
+def test_a_failing_tool_releases_its_reservation(tenant: Tenant, spans) -> None:
+    tenant.budget("", 100_000_000)
+    callback = CyclesBudgetCallback(client=tenant.client, tenant=tenant.id, agent="a")
 
     def exploding_tool(query: str) -> str:
         """A tool that raises.
@@ -106,17 +143,78 @@ def test_no_reservation_left_active(tenant: Tenant, scenario: str) -> None:
         Args:
             query: Anything.
         """
-        raise Stop("tool exploded")
+        raise RuntimeError("tool exploded")
 
-    with ScriptedModel(**model_kwargs) as model:
-        extra: dict[str, Any] = {"tools": [exploding_tool]} if scenario == "cancel_in_tool" else {}
-        agent = make_agent(model, [callback], **extra)
-        try:
-            agent.run("Research budget governance")
-        except Exception:
-            assert scenario == "model_http_500"
-    assert tenant.active() == []
-    assert tenant.balance()["reserved"] == {"unit": "USD_MICROCENTS", "amount": 0}
+    with ScriptedModel(tool_rounds=1) as model:
+        make_agent(model, [callback], tools=[exploding_tool]).run("Research budget governance")
+    (tool,) = [s for s in governed_spans(spans) if s.name.startswith("execute_tool")]
+    assert tool.status.status_code.name == "ERROR"
+    # tinyagent hands the tool's error to the model, which answers: two LLM calls committed, the tool released.
+    assert model.request_count == 2
+    expected = served_price(model, [1, 2])
+    assert ORACLE.spent(governed_spans(spans)) == expected
+    assert tenant.spent() == expected
+    assert statuses(tenant) == ["COMMITTED", "COMMITTED", "RELEASED"]
+    assert_nothing_held(tenant)
+
+
+def test_a_run_cancelled_inside_a_tool_releases_the_tool_and_the_lookahead(tenant: Tenant, spans) -> None:
+    tenant.budget("", 100_000_000)
+    callback = CyclesBudgetCallback(client=tenant.client, tenant=tenant.id, agent="a")
+    entered = threading.Event()
+
+    async def stuck_tool(query: str) -> str:
+        """A tool that waits until it is cancelled.
+
+        Args:
+            query: Anything.
+        """
+        # Signal only once the tool's reservation and the next call's lookahead are both held (bounded wait).
+        wait_until(lambda: len(tenant.active()) >= 2, timeout=30)
+        entered.set()
+        await asyncio.Event().wait()
+        return "never"
+
+    async def run_and_cancel(agent: Any) -> None:
+        task = asyncio.ensure_future(agent.run_async("Research budget governance"))
+        while not entered.is_set():
+            assert not task.done(), "the run ended before its tool started"
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    with ScriptedModel(tool_rounds=1) as model:
+        asyncio.run(run_and_cancel(make_agent(model, [callback], tools=[stuck_tool])))
+    assert model.request_count == 1
+    # The reaper returns the tool's reservation and the lookahead made for the next LLM call (bounded wait).
+    wait_until(lambda: tenant.active() == [], timeout=15)
+    assert statuses(tenant) == ["COMMITTED", "RELEASED", "RELEASED"]
+    assert tenant.spent() == served_price(model, [1])
+    assert_nothing_held(tenant)
+
+
+def test_parallel_tool_calls_are_each_committed(tenant: Tenant, spans) -> None:
+    tenant.budget("", 100_000_000)
+    callback = CyclesBudgetCallback(client=tenant.client, tenant=tenant.id, agent="a")
+    with ScriptedModel(tool_rounds=1, parallel=3) as model:
+        make_agent(model, [callback]).run("Research budget governance")
+    assert model.request_count == 2
+    tools = [s for s in governed_spans(spans) if s.name.startswith("execute_tool")]
+    assert len(tools) == 3
+    expected = served_price(model, [1, 2]) + 3 * DEFAULT_TOOL_COST
+    assert ORACLE.spent(governed_spans(spans)) == expected
+    assert tenant.spent() == expected
+    assert statuses(tenant) == ["COMMITTED"] * 5
+    assert_nothing_held(tenant)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float) -> None:
+    """Poll `condition` until it holds; fail after `timeout` seconds (a bound, not a synchronisation delay)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
 
 
 def test_zero_usage_is_unknown_not_free(tenant: Tenant, spans) -> None:
@@ -167,7 +265,8 @@ def test_run_async(tenant: Tenant, model: ScriptedModel) -> None:
         return await AnyAgent.create_async("tinyagent", config)
 
     assert asyncio.run(main())
-    assert tenant.spent() > 0
+    assert model.request_count == 3
+    assert tenant.spent() == served_price(model, [1, 2, 3]) + 2 * DEFAULT_TOOL_COST
     assert tenant.active() == []
 
 
@@ -187,4 +286,8 @@ def test_guide_constructor_arguments(tenant: Tenant, model: ScriptedModel, spans
     governed = governed_spans(spans)
     assert {s.attributes["cycles.estimate.amount"] for s in governed} == {3_000_000, 200_000}
     assert {s.attributes["cycles.action.name"] for s in governed if "call_llm" in s.name} == {"gpt-4o"}
+    # Usage is priced; a tool with no tool_cost commits its estimate.
+    expected = served_price(model, [1, 2, 3]) + 2 * 200_000
+    assert Oracle(tool_costs={"search_web": 200_000}).spent(governed) == expected
+    assert tenant.spent("workflow:content-pipeline/agent:researcher") == expected
     assert tenant.active() == []

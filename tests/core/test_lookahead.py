@@ -7,6 +7,7 @@ them) against the embedded authority over loopback HTTP.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from typing import Any
 
@@ -21,7 +22,9 @@ from otel_cycles._reserve import Allowed
 from otel_cycles.testing import ScriptedModel
 from tests.conftest import Tenant
 from tests.core.agents import make_agent
-from tests.oracle import priced_microcents
+from tests.oracle import DEFAULT_TOOL_COST, Oracle, llm_price
+
+ORACLE = Oracle(tool_costs={"slow_search": DEFAULT_TOOL_COST})
 
 BIG = 10_000_000_000  # $100: ample room, so lookaheads are made
 
@@ -76,7 +79,7 @@ def test_next_calls_adopt_the_lookahead_and_spent_stays_exact(tenant: Tenant, sp
     assert [s.attributes.get("cycles.lookahead") for s in llm] == [None, True, True]
     for span in llm[1:]:
         assert span.attributes["cycles.reserved.amount"] >= span.attributes["cycles.estimate.amount"]
-    expected = sum(priced_microcents(s.attributes) for s in governed(spans))
+    expected = ORACLE.spent(governed(spans))
     assert tenant.spent() == expected
     # One reservation per governed call: no lookahead was wasted (none follows the final answer).
     assert statuses(tenant) == ["COMMITTED"] * len(governed(spans))
@@ -95,7 +98,7 @@ def test_lookahead_off_reserves_every_call(tenant: Tenant, spans) -> None:
     with ScriptedModel(tool_rounds=2) as model:
         make_agent(model, [callback], tools=[slow_search]).run("Research budget governance")
     assert all("cycles.lookahead" not in s.attributes for s in governed(spans))
-    assert tenant.spent() == sum(priced_microcents(s.attributes) for s in governed(spans))
+    assert tenant.spent() == ORACLE.spent(governed(spans))
 
 
 def test_no_lookahead_when_the_budget_is_tight(tenant: Tenant, spans) -> None:
@@ -119,7 +122,7 @@ def test_a_lookahead_too_small_for_the_call_is_released(tenant: Tenant, spans, m
     llm = [s for s in governed(spans) if s.name.startswith("call_llm")]
     assert [s.attributes["cycles.estimate.amount"] for s in llm] == [1_000_000, 10_000_000, 100_000_000]
     assert all("cycles.lookahead" not in s.attributes for s in llm)
-    assert tenant.spent() == sum(priced_microcents(s.attributes) for s in governed(spans))
+    assert tenant.spent() == ORACLE.spent(governed(spans))
     # The two unfit lookaheads were released, not left to expire.
     assert statuses(tenant) == ["COMMITTED"] * len(governed(spans)) + ["RELEASED"] * 2
     assert tenant.active() == []
@@ -144,7 +147,7 @@ def test_a_denied_lookahead_never_denies_the_call(tenant: Tenant, spans, monkeyp
     assert all("cycles.lookahead" not in s.attributes for s in llm)
     assert grew(before, lookahead_outcomes(metric_reader)).get("not_allowed") == 2
     assert all(s.attributes["cycles.decision"] == "ALLOW" for s in governed(spans))
-    assert tenant.spent() == sum(priced_microcents(s.attributes) for s in governed(spans))
+    assert tenant.spent() == ORACLE.spent(governed(spans))
     assert tenant.active() == []
 
 
@@ -194,29 +197,47 @@ def test_a_tool_denied_because_of_the_lookahead_gets_it_back(tenant: Tenant, mon
     assert grew(before, lookahead_outcomes(metric_reader)) == {"unused": 1}
 
 
-def test_a_cancelled_run_releases_its_lookahead(tenant: Tenant) -> None:
+def test_a_cancelled_run_releases_its_lookahead(tenant: Tenant, metric_reader) -> None:
     tenant.budget("", BIG)
+    before = lookahead_outcomes(metric_reader)
     callback = CyclesBudgetCallback(client=tenant.client, tenant=tenant.id)
+    held = threading.Event()
 
     async def stuck_search(query: str) -> str:
-        """Search that never comes back in time.
+        """Search that never comes back.
 
         Args:
             query: What to search for.
         """
-        await asyncio.sleep(2.0)
-        return "late"
+        # Cancel only once the tool's reservation and the lookahead are both held at the authority (bounded wait).
+        deadline = time.monotonic() + 30
+        while len(tenant.authority.reservations(tenant.id, status="ACTIVE")) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        held.set()
+        await asyncio.Event().wait()
+        return "never"
 
     async def cancelled(agent: Any) -> None:
-        await asyncio.wait_for(agent.run_async("Research budget governance"), timeout=0.5)
+        task = asyncio.ensure_future(agent.run_async("Research budget governance"))
+        while not held.is_set():
+            assert not task.done(), "the run ended before its tool started"
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
 
     with ScriptedModel(tool_rounds=2) as model:
-        agent = make_agent(model, [callback], tools=[stuck_search])
-        with pytest.raises(TimeoutError):
-            asyncio.run(cancelled(agent))
-    # The tool call and the lookahead made before it are both returned by the reaper, without waiting for the TTL.
-    deadline = time.monotonic() + 10
+        asyncio.run(cancelled(make_agent(model, [callback], tools=[stuck_search])))
+    assert model.request_count == 1
+    # The tool call and the lookahead made before it are both returned by the reaper, without waiting for the TTL
+    # (a bound on the wait, not a synchronisation delay).
+    deadline = time.monotonic() + 30
     while tenant.active() and time.monotonic() < deadline:
-        time.sleep(0.1)
+        time.sleep(0.05)
     assert tenant.active() == []
     assert statuses(tenant) == ["COMMITTED", "RELEASED", "RELEASED"]
+    outcomes = grew(before, lookahead_outcomes(metric_reader))
+    assert outcomes.pop("unused") == 1  # the next LLM call's
+    # The tool's own lookahead: adopted by the tool call, or never sent if the tool's hook came first.
+    assert sum(outcomes.values()) == 1 and set(outcomes) <= {"adopted", "not_sent"}
+    assert tenant.spent() == llm_price(101, 21)  # the first answer only (the scripted model's usage for request 1)

@@ -14,6 +14,8 @@ import pytest
 from otel_cycles.testing import ScriptedModel
 from tests.conftest import Tenant
 from tests.core.otlp_receiver import OtlpReceiver
+from tests.oracle import DEFAULT_TOOL_COST, llm_price
+from tests.reliability.helpers import metric_sum
 
 REPO = Path(__file__).resolve().parents[2]
 COST_KEYS = {
@@ -31,6 +33,9 @@ COST_KEYS = {
 }
 
 
+KINDS = ("llm.completion", "tool.execution")
+
+
 def run_mode(mode: str, tenant: Tenant, model: ScriptedModel, otlp: str | None = None) -> dict[str, Any]:
     api_key = tenant.client._config.api_key
     args = [sys.executable, "-m", "tests.core.mode_script", mode, tenant.authority.base_url, api_key, tenant.id]
@@ -44,6 +49,14 @@ def run_mode(mode: str, tenant: Tenant, model: ScriptedModel, otlp: str | None =
     return result
 
 
+def served_spend(model: ScriptedModel) -> int:
+    """What the subprocess's run should have cost: the usage the scripted model served, priced by genai-prices, plus
+    its two `search_web` calls at the default tool cost."""
+    usages = [r.usage for r in model.requests]
+    assert len(usages) == 3 and all(u is not None for u in usages)
+    return sum(llm_price(u.prompt_tokens, u.completion_tokens) for u in usages if u) + 2 * DEFAULT_TOOL_COST
+
+
 def check_governed(spans: list[dict[str, Any]]) -> None:
     governed = [s for s in spans if s["name"].startswith(("call_llm", "execute_tool"))]
     assert len(governed) == 5  # 3 LLM calls, 2 tool calls
@@ -55,8 +68,9 @@ def test_attach_to_existing_setup(tenant: Tenant, model: ScriptedModel) -> None:
     tenant.budget("", 100_000_000)
     result = run_mode("attach", tenant, model)
     check_governed(result["spans"])
+    # The user's exporter saw the same cost the authority recorded, and both equal the independent price.
     total = sum(s["attributes"].get("cycles.actual.amount", 0) for s in result["spans"])
-    assert tenant.spent() == total > 0
+    assert tenant.spent() == total == served_spend(model)
     assert tenant.active() == []
 
 
@@ -71,7 +85,7 @@ def test_export_over_otlp(tenant: Tenant, model: ScriptedModel) -> None:
     # Nothing named the application, so configure_export did (not the SDK's `unknown_service:python`).
     assert receiver.service_names == {"otel-cycles"}
     total = sum(s["attributes"].get("cycles.actual.amount", 0) for s in receiver.spans)
-    assert tenant.spent() == total > 0
+    assert tenant.spent() == total == served_spend(model)
     assert tenant.active() == []
 
 
@@ -82,7 +96,7 @@ def test_callback_only_still_commits_everything(tenant: Tenant, model: ScriptedM
     reservations = tenant.authority.reservations(tenant.id)
     assert len(reservations) == 5
     assert {r["status"] for r in reservations} == {"COMMITTED"}
-    assert tenant.spent() == sum(r["committed"]["amount"] for r in reservations)
+    assert tenant.spent() == served_spend(model)
 
 
 @pytest.mark.parametrize("fail_open", [False, True])
@@ -104,10 +118,11 @@ def test_authority_down(tenant: Tenant, model: ScriptedModel, fail_open: bool, s
             agent.run("hello")
         assert model.request_count == 0
         return
+    before = {kind: metric_sum(metric_reader, "cycles.fail_open", **{"cycles.action.kind": kind}) for kind in KINDS}
     agent.run("hello")
     assert model.request_count == 3
     governed = [s for s in spans.get_finished_spans() if s.attributes.get("cycles.fail_open")]
     assert len(governed) == 5
-    data = metric_reader.get_metrics_data()
-    names = {m.name for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
-    assert "cycles.fail_open" in names
+    # One count per call that failed open, by kind: 3 LLM calls and 2 tool calls.
+    grown = {k: metric_sum(metric_reader, "cycles.fail_open", **{"cycles.action.kind": k}) - before[k] for k in KINDS}
+    assert grown == {"llm.completion": 3, "tool.execution": 2}

@@ -21,7 +21,7 @@ from otel_cycles._settlement import Settlement
 from otel_cycles.testing import ScriptedModel
 from tests.conftest import Tenant
 from tests.core.agents import make_agent
-from tests.oracle import priced_microcents
+from tests.oracle import Oracle
 from tests.reliability.fault_proxy import FaultProxy
 
 LLM_ESTIMATE = 1_000  # far below what a gpt-4o call costs, so every LLM commit is an overage
@@ -67,7 +67,7 @@ def test_reject_overage_commits_the_estimate_and_leaves_nothing_active(
     llm = [s for s in governed if s.attributes["cycles.action.kind"] == "llm.completion"]
     tools = [s for s in governed if s.attributes["cycles.action.kind"] == "tool.execution"]
     assert len(llm) == model.request_count == 3 and tools
-    priced = [priced_microcents(s.attributes) for s in llm]
+    priced = [Oracle().expected(s) for s in llm]  # genai-prices on each call's reported usage
     assert all(p > LLM_ESTIMATE for p in priced)  # every LLM commit was refused for its overage
     assert _eventually(lambda: tenant.active() == [])  # nothing left ACTIVE
     assert tenant.spent() == LLM_ESTIMATE * len(llm) + TOOL_COST * len(tools)  # the estimate, not nothing

@@ -7,8 +7,6 @@ from decimal import Decimal
 import genai_prices
 import pytest
 from genai_prices import data_snapshot
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from otel_cycles import pricing
 from otel_cycles._usage import MAX_TOKENS, TokenUsage, UsageStatus, read_usage
@@ -138,33 +136,66 @@ def _every_model() -> list[tuple[str, str]]:
     return found
 
 
-@settings(max_examples=300, deadline=None, derandomize=True)
-@given(
-    model=st.sampled_from(_every_model()),
-    input_tokens=st.integers(0, 10**8),
-    cache_read=st.integers(0, 10**8),
-    cache_write=st.integers(0, 10**8),
-    output_tokens=st.integers(0, 10**7),
-)
-def test_cached_linear_rates_price_exactly_like_genai_prices(
-    model: tuple[str, str], input_tokens: int, cache_read: int, cache_write: int, output_tokens: int
-) -> None:
-    """The fast path (`_LinearPrice`) agrees with a full genai-prices calculation to the last Decimal digit."""
-    provider, name = model
-    cache_read = min(cache_read, input_tokens)
-    cache_write = min(cache_write, input_tokens - cache_read)
-    usage = TokenUsage(input_tokens, output_tokens, cache_read, cache_write)
-    calc = genai_prices.calc_price(
-        genai_prices.Usage(
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            cache_read_tokens=cache_read,
-            cache_write_tokens=cache_write,
-        ),
-        name,
-        provider_id=provider,
-    )
-    assert price_usage(ModelId(provider, name), usage) == CostBreakdown(calc.input_price, calc.output_price)
+FAST_PATH_USAGES = [
+    # (input, output, cache read, cache write): zero, one token of each kind, typical calls, all-cached input,
+    # odd primes, and counts far past any context window (rounding and big-Decimal behaviour).
+    (0, 0, 0, 0),
+    (1, 0, 0, 0),
+    (0, 1, 0, 0),
+    (1, 1, 1, 0),
+    (1, 1, 0, 1),
+    (1_000, 200, 100, 0),
+    (12_345, 678, 0, 9_000),
+    (5_000, 5_000, 5_000, 0),
+    (999_983, 7_919, 104_729, 299_993),
+    (10**8, 10**7, 3 * 10**7, 2 * 10**7),
+]
+
+
+def _fast_path_models() -> list[tuple[str, str]]:
+    snapshot_id = id(data_snapshot.get_snapshot())
+    return [(p, m) for p, m in _every_model() if pricing._linear_price(p, m, snapshot_id) is not None]
+
+
+def test_the_fast_path_prices_every_model_that_has_one_exactly_like_genai_prices() -> None:
+    """For every model in the genai-prices data that has cached linear rates (`_LinearPrice`, the fast path), and for
+    each usage in FAST_PATH_USAGES, the fast path equals a full genai-prices calculation to the last Decimal digit.
+
+    Deterministic: every such model, every usage (models without a fast path are priced by genai-prices itself)."""
+    snapshot_id = id(data_snapshot.get_snapshot())
+    models = _fast_path_models()
+    assert len(models) > 1000  # the whole data set, not a sample
+    for provider, name in models:
+        linear = pricing._linear_price(provider, name, snapshot_id)
+        assert linear is not None
+        for input_tokens, output_tokens, cache_read, cache_write in FAST_PATH_USAGES:
+            cache_write = min(cache_write, input_tokens - cache_read)
+            usage = TokenUsage(input_tokens, output_tokens, cache_read, cache_write)
+            calc = genai_prices.calc_price(
+                genai_prices.Usage(
+                    input_tokens=input_tokens,
+                    output_tokens=output_tokens,
+                    cache_read_tokens=cache_read,
+                    cache_write_tokens=cache_write,
+                ),
+                name,
+                provider_id=provider,
+            )
+            expected = CostBreakdown(calc.input_price, calc.output_price)
+            assert linear.price(usage) == expected, (provider, name, usage)
+
+
+def test_price_usage_takes_the_fast_path_where_there_is_one() -> None:
+    """`price_usage` (what the after-hook calls) agrees with genai-prices on a usage with every kind of token, for
+    every fast-path model (it picks the same provider genai-prices would)."""
+    usage = TokenUsage(3_000, 500, cache_read_tokens=1_000, cache_write_tokens=7)
+    for provider, name in _fast_path_models():
+        calc = genai_prices.calc_price(
+            genai_prices.Usage(input_tokens=3_000, output_tokens=500, cache_read_tokens=1_000, cache_write_tokens=7),
+            name,
+            provider_id=provider,
+        )
+        assert price_usage(ModelId(provider, name), usage) == CostBreakdown(calc.input_price, calc.output_price)
 
 
 def test_most_models_take_the_fast_path() -> None:

@@ -21,6 +21,7 @@ import pytest
 from otel_cycles.authority import LocalAuthority
 from otel_cycles.testing import ScriptedModel
 from tests.core.otlp_receiver import OtlpReceiver
+from tests.oracle import DEFAULT_TOOL_COST, llm_price
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -39,6 +40,14 @@ GUIDE_SECTIONS = {
 }
 COST_KEYS = {"cycles.reservation.id", "cycles.decision", "cycles.scope_path", "cycles.estimate.amount",
              "cycles.actual.amount", "gen_ai.usage.cost.amount"}  # fmt: skip
+
+
+def scripted_spend(requests: int | range, tool_calls: int = 0, tool_cost: int = DEFAULT_TOOL_COST) -> int:
+    """The independent price of an offline run: the scripted model's documented usage for requests `requests` (the
+    first n, or a range of request numbers; `Usage(100 + n, 20 + n)` for request n), priced by genai-prices as gpt-4o,
+    plus `tool_calls` flat tool costs."""
+    numbers = range(1, requests + 1) if isinstance(requests, int) else requests
+    return sum(llm_price(100 + n, 20 + n) for n in numbers) + tool_calls * tool_cost
 
 
 @dataclass
@@ -116,7 +125,7 @@ def test_quick_start(runs: dict[str, Future[Run]]) -> None:
     run = outcome(runs, "quick_start")
     assert run.spent("tenant:acme/agent:support-bot") == 0  # denied before the model was called
     assert run.result["answer"] == "None" and "Budget exhausted." in run.stdout
-    assert run.spent() > 0
+    assert run.spent() == scripted_spend(1)  # my-agent's one answer (no tools offered)
     assert {r["status"] for r in run.reservations} == {"COMMITTED"}
 
 
@@ -126,14 +135,19 @@ def test_tools_budget_stops_the_research(runs: dict[str, Future[Run]]) -> None:
     assert run.result["tool_commits"] == [200_000, 200_000]
     tools = [r for r in run.reservations if r["action"]["kind"] == "tool.execution"]
     assert [r["reserved"]["amount"] for r in tools] == [200_000, 200_000]
-    assert run.spent("tenant:acme/agent:research-agent") == run.spent() > 400_000
+    # Two answers asked for a tool (each committed at its $0.002 estimate); the third LLM call was denied.
+    assert run.spent("tenant:acme/agent:research-agent") == run.spent() == scripted_spend(2, 2, 200_000)
 
 
 def test_switching_frameworks(runs: dict[str, Future[Run]]) -> None:
     run = outcome(runs, "switching_frameworks")
     spent = run.result["spent"]
-    assert set(spent) == {"openai", "langchain", "google"}
-    assert all(amount > 0 for amount in spent.values())
+    # One scripted model serves the three runs in turn: two requests and one tool call each.
+    assert spent == {
+        "openai": scripted_spend(range(1, 3), 1),
+        "langchain": scripted_spend(range(3, 5), 1),
+        "google": scripted_spend(range(5, 7), 1),
+    }
     assert sum(spent.values()) == run.spent()
 
 
@@ -141,7 +155,8 @@ def test_per_agent_scoping(runs: dict[str, Future[Run]]) -> None:
     run = outcome(runs, "per_agent_scoping")
     pipeline = "tenant:acme/workflow:content-pipeline"
     researcher, writer = run.spent(f"{pipeline}/agent:researcher"), run.spent(f"{pipeline}/agent:writer")
-    assert researcher > 0 and writer > 0
+    # The researcher: two answers and a tool call; the writer (no tools): one answer, the model's third request.
+    assert (researcher, writer) == (scripted_spend(2, 1), scripted_spend(range(3, 4)))
     assert researcher + writer == run.spent(pipeline) == run.spent()
     llm = {
         (r["subject"]["agent"], r["reserved"]["amount"])
@@ -162,7 +177,7 @@ def test_preflight(runs: dict[str, Future[Run]]) -> None:
 def test_async_usage(runs: dict[str, Future[Run]]) -> None:
     run = outcome(runs, "async_usage")
     assert run.result["answer"] != "None"
-    assert run.spent("tenant:acme/agent:async-agent") == run.spent() > 0
+    assert run.spent("tenant:acme/agent:async-agent") == run.spent() == scripted_spend(1)
 
 
 def test_error_handling_degrades(runs: dict[str, Future[Run]]) -> None:
@@ -181,6 +196,7 @@ def test_cost_analysis_matches_the_ledger(runs: dict[str, Future[Run]]) -> None:
     result = run.result
     assert (result["input_tokens"], result["output_tokens"]) == (101 + 102 + 103, 21 + 22 + 23)
     llm_microcents = round(result["cost_usd"] * 100_000_000)
+    assert llm_microcents == scripted_spend(3) and result["tool_committed"] == 2 * DEFAULT_TOOL_COST
     assert llm_microcents + result["tool_committed"] == result["spent"]["tenant:acme"] == run.spent()
 
 
@@ -188,7 +204,7 @@ def test_attach_to_existing_otel(runs: dict[str, Future[Run]]) -> None:
     run = outcome(runs, "attach_otel")
     spans = run.result["spans"]
     assert len(spans) == 5 and all(COST_KEYS <= set(s["attributes"]) for s in spans)
-    assert sum(s["attributes"]["cycles.actual.amount"] for s in spans) == run.spent()
+    assert sum(s["attributes"]["cycles.actual.amount"] for s in spans) == run.spent() == scripted_spend(3, 2)
 
 
 def test_export_collector(runs: dict[str, Future[Run]], receiver: OtlpReceiver) -> None:
@@ -196,7 +212,7 @@ def test_export_collector(runs: dict[str, Future[Run]], receiver: OtlpReceiver) 
     exported = [s for s in receiver.spans if s["attributes"].get("gen_ai.agent.name") == "exported-agent"]
     governed = [s for s in exported if "cycles.decision" in s["attributes"]]
     assert len(governed) == 5 and all(COST_KEYS <= set(s["attributes"]) for s in governed)
-    assert sum(s["attributes"]["cycles.actual.amount"] for s in governed) == run.spent()
+    assert sum(s["attributes"]["cycles.actual.amount"] for s in governed) == run.spent() == scripted_spend(3, 2)
     assert {"gen_ai.client.token.usage", "cycles.cost.committed"} <= receiver.metric_names
     assert "otel-cycles" in receiver.service_names  # named by configure_export, not unknown_service:python
 
@@ -204,7 +220,7 @@ def test_export_collector(runs: dict[str, Future[Run]], receiver: OtlpReceiver) 
 def test_callback_only(runs: dict[str, Future[Run]]) -> None:
     run = outcome(runs, "callback_only")
     assert run.result["statuses"] == ["COMMITTED"] and run.result["reservations"] == 5
-    assert run.result["committed"] == run.spent()
+    assert run.result["committed"] == run.spent() == scripted_spend(3, 2)
 
 
 def test_quick_start_against_a_cycles_server(tmp_path: Path) -> None:

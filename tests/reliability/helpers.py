@@ -1,4 +1,4 @@
-"""Helpers shared by the reliability tests: governed-span accounting and metric sums."""
+"""Helpers shared by the reliability tests: the expected spend of a run (priced by the oracle) and metric sums."""
 
 from __future__ import annotations
 
@@ -7,18 +7,20 @@ from typing import Any
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from tests.oracle import DEFAULT_TOOL_COST, Oracle
+
+ORACLE = Oracle(tool_costs={"search_web": DEFAULT_TOOL_COST})
+"""The reliability tests' agents: gpt-4o on the scripted model, with `search_web` at the default tool cost."""
+
 
 def governed(spans: InMemorySpanExporter) -> list[Any]:
     return [s for s in spans.get_finished_spans() if (s.attributes or {}).get("cycles.action.kind")]
 
 
-def committed(spans: InMemorySpanExporter) -> int:
-    """What the governed spans say was committed: the priced (or estimated) actual of every non-released call."""
-    return sum(
-        int(s.attributes["cycles.actual.amount"])
-        for s in governed(spans)
-        if "cycles.actual.amount" in s.attributes and not s.attributes.get("cycles.released")
-    )
+def expected_spend(spans: InMemorySpanExporter, oracle: Oracle = ORACLE) -> int:
+    """What the run's governed calls should have cost, priced independently (`tests.oracle`), never the amounts
+    otel-cycles stamped on the spans."""
+    return oracle.spent(governed(spans))
 
 
 def metric_sum(reader: InMemoryMetricReader, name: str, **match: Any) -> float:

@@ -1,8 +1,9 @@
 """A governed agent in its own process, to be SIGKILLed before its commits reach the authority.
 
 Usage: python -m tests.reliability.kill_script AUTHORITY_URL API_KEY TENANT MODEL_URL JOURNAL_DIR RUNS
-Runs RUNS agent runs, prints one JSON line with the total committed by the governed spans, then waits (bounded) to be
-killed. The commits are journaled on the span's thread before they are queued, so they survive the kill.
+Runs RUNS agent runs, prints one JSON line with the number of finished spans, then waits (bounded) to be killed.
+The commits are journaled before they are sent, so they survive the kill. The test prices the run itself, from the
+usage the scripted model served (never from what this process stamped on its spans).
 """
 
 from __future__ import annotations
@@ -36,10 +37,5 @@ config = AgentConfig(model_id="openai:gpt-4o", api_base=model_url, api_key="sk-f
                      callbacks=[callback])  # fmt: skip
 for _ in range(int(runs)):
     AnyAgent.create("tinyagent", config).run("Research budget governance")
-total = sum(
-    int(s.attributes["cycles.actual.amount"])  # type: ignore[arg-type,misc]
-    for s in exporter.get_finished_spans()
-    if s.attributes and "cycles.actual.amount" in s.attributes and not s.attributes.get("cycles.released")
-)
-print(json.dumps({"committed": total, "spans": len(exporter.get_finished_spans())}), flush=True)
+print(json.dumps({"spans": len(exporter.get_finished_spans())}), flush=True)
 time.sleep(60)  # the test SIGKILLs us long before this

@@ -11,7 +11,7 @@ from any_agent import AgentConfig, AnyAgent
 from otel_cycles import CyclesBudgetCallback
 from otel_cycles.testing import ScriptedModel
 from tests.core.agents import search_web
-from tests.oracle import priced_microcents
+from tests.oracle import DEFAULT_TOOL_COST, Oracle
 from tests.reliability.conftest import Stack
 from tests.reliability.fault_proxy import FaultProxy
 
@@ -54,5 +54,5 @@ def test_a_held_reservation_does_not_block_the_event_loop(stack: Stack, proxy: F
     governed = [s for s in spans.get_finished_spans() if s.attributes.get("cycles.action.kind")]
     assert [s.name.split()[0] for s in governed].count("call_llm") == 2
     assert all(s.attributes["cycles.decision"] == "ALLOW" for s in governed)
-    assert stack.wait_for(lambda: stack.spent() == sum(priced_microcents(s.attributes) for s in governed))
+    assert stack.wait_for(lambda: stack.spent() == Oracle(tool_costs={"search_web": DEFAULT_TOOL_COST}).spent(governed))
     assert stack.active() == []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 
 import pytest
@@ -13,21 +12,18 @@ from otel_cycles.testing import ScriptedModel
 from tests.core.agents import make_agent
 from tests.reliability.conftest import Stack
 from tests.reliability.fault_proxy import FaultProxy
-from tests.reliability.helpers import committed, governed, metric_sum
+from tests.reliability.helpers import expected_spend, governed, metric_sum
 
 
 def test_fail_closed_names_the_authority_and_never_calls_the_model(stack: Stack, model: ScriptedModel) -> None:
     stack.budget("", 100_000_000)
     callback = CyclesBudgetCallback(client=stack.client(), tenant=stack.tenant)
     stack.stop()
-    started = time.monotonic()
     with pytest.raises(AuthorityUnavailable) as raised:
         make_agent(model, [callback]).run("Research budget governance")
-    elapsed = time.monotonic() - started
     assert stack.base_url in str(raised.value)
     assert "fail-closed" in str(raised.value)
     assert model.request_count == 0
-    assert elapsed < 3.0  # two connection-refused attempts, no long backoff on the critical path
 
 
 def test_fail_open_proceeds_marks_the_span_and_records_the_spend_as_events_later(
@@ -43,13 +39,12 @@ def test_fail_open_proceeds_marks_the_span_and_records_the_spend_as_events_later
     assert len(calls) == 5 and all(s.attributes["cycles.fail_open"] is True for s in calls)
     assert all(s.attributes["cycles.reason_code"] == "AUTHORITY_UNAVAILABLE" for s in calls)
     assert metric_sum(metric_reader, "cycles.fail_open") - before == 5
-    expected = committed(spans)
+    expected = expected_spend(spans)
     assert expected > 0
 
-    time.sleep(0.5)  # a few event attempts fail while the authority is still down
     stack.start()
     assert stack.wait_for(lambda: stack.spent() == expected), (stack.spent(), expected)
-    time.sleep(0.5)  # and nothing lands twice
+    assert callback._settlement.flush(30)  # every delivery finished: nothing can land twice after this
     assert stack.spent() == expected
     assert stack.active() == []
 
@@ -69,13 +64,22 @@ def test_commits_pending_across_a_restart_land_exactly_once(stack: Stack, model:
             stack.stop()
         return f"results for {query}"
 
-    callback = CyclesBudgetCallback(client=stack.client(), tenant=stack.tenant, fail_open=True, settle_timeout_s=0)
+    # No lookahead: whether the next LLM call's lookahead was sent before the tool stopped the authority is a race,
+    # and an adopted one would not fail open.
+    callback = CyclesBudgetCallback(
+        client=stack.client(), tenant=stack.tenant, fail_open=True, settle_timeout_s=0, lookahead=False
+    )
     make_agent(model, [callback], tools=[search_web]).run("Research budget governance")
-    expected = committed(spans)
-    time.sleep(1.0)
+    # The first LLM call and the tool that stopped the authority were reserved; the next LLM call, the second tool
+    # call and the final LLM call failed open.
+    calls = governed(spans)
+    assert [s.attributes.get("cycles.fail_open", False) for s in calls] == [False, False, True, True, True]
+    assert all(s.attributes["cycles.reason_code"] == "AUTHORITY_UNAVAILABLE" for s in calls[2:])
+    assert all("cycles.reservation.id" in s.attributes for s in calls[:2])
+    expected = expected_spend(spans)
     stack.start()
     assert stack.wait_for(lambda: stack.spent() == expected), (stack.spent(), expected)
-    time.sleep(0.5)
+    assert callback._settlement.flush(30)  # every delivery finished: nothing can land twice after this
     assert stack.spent() == expected
     assert stack.active() == []
 
@@ -91,7 +95,7 @@ def test_ambiguous_commits_are_retried_with_the_same_key_and_counted_once(
     second.first_per_path = True
     callback = CyclesBudgetCallback(client=stack.client(proxy.base_url), tenant=stack.tenant, settle_timeout_s=30)
     make_agent(model, [callback]).run("Research budget governance")
-    expected = committed(spans)
+    expected = expected_spend(spans)
 
     def retried_to_success() -> bool:
         per_reservation = Counter(e.path for e in proxy.requests("/commit", "POST"))
@@ -103,6 +107,6 @@ def test_ambiguous_commits_are_retried_with_the_same_key_and_counted_once(
     per_reservation = Counter(e.path for e in commits)
     for path in per_reservation:
         assert len({e.idempotency_key for e in commits if e.path == path}) == 1  # same key on every attempt
-    time.sleep(0.3)
+    assert callback._settlement.flush(30)  # every delivery finished: nothing can land twice after this
     assert stack.spent() == expected
     assert stack.active() == []

@@ -5,6 +5,7 @@ documented rule (`_usage` / `_accounting`: unusable usage commits the estimate, 
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -18,6 +19,7 @@ from otel_cycles import CyclesSpanProcessor
 from otel_cycles._registry import REGISTRY, PendingReservation, RunState, span_key
 from otel_cycles._settlement import settlement_for
 from otel_cycles._usage import read_usage
+from otel_cycles.authority import LocalAuthority
 from otel_cycles.pricing import normalize_model_id
 from tests.conftest import Tenant
 from tests.reliability.helpers import metric_sum
@@ -83,7 +85,7 @@ def _governed_span(provider: TracerProvider, tenant: Tenant, model: str | None, 
     span.set_attributes(attributes)
     if errored:
         span.set_status(Status(StatusCode.ERROR, "model failed"))
-    span.end()  # on_end re-raises under pytest, so an escaping exception fails the test
+    span.end()  # an exception escaping on_end would fail the test; one it swallowed fails it too (conftest)
     return str(reservation_id)
 
 
@@ -138,6 +140,68 @@ def test_concurrent_bad_spans_settle_exactly_once(tenant: Tenant, provider: Trac
     assert provider.force_flush(10_000)
     assert tenant.spent() == ESTIMATE * len(cases)
     assert tenant.active() == []
+
+
+class _ExplodingSpan:
+    """A finished span whose status cannot be read: the processor fails inside `on_end` while settling it."""
+
+    name = "call_llm exploding"
+
+    def __init__(self, context: Any) -> None:
+        self.context = context
+
+    @property
+    def status(self) -> Any:
+        raise RuntimeError("this span's status cannot be read")
+
+
+@pytest.mark.internal_errors_expected
+def test_an_internal_failure_in_on_end_is_logged_and_counted_never_raised(
+    tenant: Tenant, metric_reader, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The production path (there is no test-only branch): no exception escapes `on_end`, the failure is logged with
+    its traceback and counted in `cycles.settlement.errors{error.type=internal,cycles.operation=on_end}`, and the
+    reservation is not lost: the authority returns it at expiry."""
+    tenant.budget("", 100_000_000)
+    body: dict[str, Any] = {
+        "idempotency_key": str(uuid.uuid4()),
+        "subject": {"tenant": tenant.id},
+        "action": {"kind": "llm.completion", "name": "exploding"},
+        "estimate": {"unit": "USD_MICROCENTS", "amount": ESTIMATE},
+        "ttl_ms": 1000,
+        "grace_period_ms": 0,
+    }
+    response = tenant.client.create_reservation(body)
+    assert response.is_success and response.body is not None, response
+    span = TracerProvider().get_tracer("any_agent").start_span("call_llm exploding")
+    key = span_key(span)
+    assert key is not None
+    REGISTRY.add(
+        key,
+        PendingReservation(
+            span=span, run=RunState(run_id="exploding"), settlement=settlement_for(tenant.client),
+            kind="llm.completion", action=body["action"], subject=body["subject"], estimate=ESTIMATE,
+            idempotency_key=body["idempotency_key"], reservation_id=response.body["reservation_id"],
+            model=normalize_model_id("openai:gpt-4o"),
+        ),
+    )  # fmt: skip
+    match = {"error.type": "internal", "cycles.operation": "on_end"}
+    before = metric_sum(metric_reader, "cycles.settlement.errors", **match)
+    with caplog.at_level("ERROR", logger="otel_cycles.processor"):
+        CyclesSpanProcessor().on_end(_ExplodingSpan(span.get_span_context()))  # type: ignore[arg-type]
+    assert metric_sum(metric_reader, "cycles.settlement.errors", **match) - before == 1
+    (record,) = [r for r in caplog.records if r.name == "otel_cycles.processor"]
+    assert "failed to settle span call_llm exploding" in record.getMessage()
+    assert record.exc_info is not None and "cannot be read" in str(record.exc_info[1])
+    assert REGISTRY.get(key) is None  # taken once: a later end of the same span cannot settle it twice
+    # Not lost: the authority expires the reservation at its TTL, and nothing was spent.
+    deadline = time.monotonic() + 15
+    while tenant.active() and time.monotonic() < deadline:
+        if isinstance(tenant.authority, LocalAuthority):  # an external server's own sweeper does it
+            tenant.authority.sweep()
+        time.sleep(0.1)
+    assert [r["status"] for r in tenant.authority.reservations(tenant.id)] == ["EXPIRED"]
+    assert tenant.spent() == 0
 
 
 _values = st.one_of(

@@ -7,7 +7,6 @@ nothing is lost and nothing is charged twice.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from typing import Any
 
@@ -19,7 +18,7 @@ from otel_cycles.testing import ScriptedModel
 from tests.core.agents import make_agent
 from tests.reliability.conftest import Stack
 from tests.reliability.fault_proxy import FaultProxy
-from tests.reliability.helpers import committed, governed
+from tests.reliability.helpers import expected_spend, governed
 
 RESERVE = "/v1/reservations$"
 
@@ -37,10 +36,8 @@ def test_slow_reserve_fails_closed_within_two_timeouts_and_charges_nothing(
     callback = CyclesBudgetCallback(
         client=stack.client(proxy.base_url), tenant=stack.tenant, ttl_ms=1000, grace_period_ms=0
     )
-    started = time.monotonic()
     with pytest.raises(AuthorityUnavailable):
         make_agent(model, [callback]).run("Research budget governance")
-    assert time.monotonic() - started < 2 * 1.0 + 1.0
     assert model.request_count == 0
     attempts = proxy.requests(RESERVE, "POST")
     assert len(attempts) == 2 and attempts[0].idempotency_key == attempts[1].idempotency_key
@@ -68,27 +65,32 @@ def test_reserve_429_fails_fast_instead_of_waiting_on_the_critical_path(
     proxy.add(path=RESERVE, method="POST", status=429, headers={"Retry-After": "30"},
               body={"error": "LIMIT_EXCEEDED", "message": "slow down"})  # fmt: skip
     callback = CyclesBudgetCallback(client=stack.client(proxy.base_url), tenant=stack.tenant)
-    started = time.monotonic()
     with pytest.raises(AuthorityUnavailable):
         make_agent(model, [callback]).run("Research budget governance")
-    assert time.monotonic() - started < 1.0
+    # One attempt: the client does not sleep the 30 s Retry-After (nor retry) on the agent's critical path.
+    assert len(proxy.requests(RESERVE, "POST")) == 1
     assert model.request_count == 0
 
 
 def test_commit_429_retry_after_is_honoured(stack: Stack, proxy: FaultProxy, model: ScriptedModel, spans) -> None:
+    retry_after_s = 2
     stack.budget("", 100_000_000)
-    proxy.add(path="/commit", method="POST", status=429, headers={"Retry-After": "1"},
+    proxy.add(path="/commit", method="POST", status=429, headers={"Retry-After": str(retry_after_s)},
               body={"error": "LIMIT_EXCEEDED", "message": "slow down"}, first_per_path=True)  # fmt: skip
     callback = CyclesBudgetCallback(client=stack.client(proxy.base_url), tenant=stack.tenant, settle_timeout_s=0)
-    started = time.monotonic()
     make_agent(model, [callback]).run("Research budget governance")
-    assert time.monotonic() - started < 1.5  # the agent never waits for the rate limit
-    expected = committed(spans)
+    # The agent never waits for the rate limit: the run is over while the last call's commit still waits for its
+    # Retry-After (it is queued, or was answered 429 and not retried yet).
+    per_path = Counter(e.path for e in proxy.requests("/commit", "POST"))
+    assert len(per_path) < 5 or min(per_path.values()) == 1, per_path
+    expected = expected_spend(spans)
     assert stack.wait_for(lambda: stack.spent() == expected)
     commits = proxy.requests("/commit", "POST")
+    assert len({e.path for e in commits}) == 5
     for path in {e.path for e in commits}:
         attempts = [e for e in commits if e.path == path]
-        assert len(attempts) == 2 and attempts[1].at - attempts[0].at >= 0.95  # backoff alone would be 0.05 s
+        # A lower bound only (load can only make it later): backoff alone would retry after 0.05 s.
+        assert len(attempts) == 2 and attempts[1].at - attempts[0].at >= retry_after_s - 0.05
         assert attempts[0].idempotency_key == attempts[1].idempotency_key
     assert stack.active() == []
 
@@ -122,7 +124,7 @@ def test_protocol_violating_reserve_answer_never_double_reserves(
     assert len(governed(spans)) == 5
     # The first (violating) answer is retried once with the same key; the authority replays the same reservation.
     assert len(stack.api.reservations(stack.tenant)) == 5
-    assert stack.spent() == committed(spans)
+    assert stack.spent() == expected_spend(spans)
     assert stack.active() == []
 
 
@@ -134,7 +136,7 @@ def test_protocol_violating_commit_answer_is_retried_and_counted_once(
     proxy.add(path="/commit", method="POST", first_per_path=True, **VIOLATIONS[violation])
     callback = CyclesBudgetCallback(client=stack.client(proxy.base_url), tenant=stack.tenant, settle_timeout_s=0)
     make_agent(model, [callback]).run("Research budget governance")
-    expected = committed(spans)
+    expected = expected_spend(spans)
 
     def retried() -> bool:
         per_path = Counter(e.path for e in proxy.requests("/commit", "POST"))
@@ -142,7 +144,7 @@ def test_protocol_violating_commit_answer_is_retried_and_counted_once(
 
     assert stack.wait_for(retried)  # the violating answer, then the same-key retry the authority replays
     assert stack.wait_for(lambda: stack.spent() == expected)
-    time.sleep(0.2)
+    assert callback._settlement.flush(30)  # every delivery finished: nothing can land twice after this
     assert stack.spent() == expected
     assert stack.active() == []
 

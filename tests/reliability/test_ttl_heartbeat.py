@@ -9,8 +9,11 @@ from otel_cycles import CyclesBudgetCallback
 from otel_cycles._heartbeat import heartbeat_for
 from otel_cycles.testing import ScriptedModel
 from tests.core.agents import make_agent
+from tests.oracle import DEFAULT_TOOL_COST, Oracle
 from tests.reliability.conftest import Stack
-from tests.reliability.helpers import committed
+from tests.reliability.helpers import expected_spend
+
+ORACLE = Oracle(tool_costs={"slow_tool": DEFAULT_TOOL_COST})
 
 
 def slow_tool(query: str) -> str:
@@ -30,11 +33,11 @@ def test_expired_reservation_is_recorded_as_an_event(stack: Stack, spans) -> Non
     )
     with ScriptedModel(tool_rounds=1) as model:
         make_agent(model, [callback], tools=[slow_tool]).run("Research budget governance")
-    expected = committed(spans)
+    expected = expected_spend(spans, ORACLE)
     assert stack.wait_for(lambda: stack.spent() == expected), (stack.spent(), expected)
     statuses = sorted(r["status"] for r in stack.api.reservations(stack.tenant))
     assert statuses == ["COMMITTED", "COMMITTED", "EXPIRED"]  # the tool's reservation expired mid-call
-    time.sleep(0.3)
+    assert callback._settlement.flush(30)  # every delivery finished: nothing can land twice after this
     assert stack.spent() == expected
     assert stack.active() == []
 
@@ -45,7 +48,7 @@ def test_heartbeat_keeps_a_long_tool_call_reserved(stack: Stack, spans) -> None:
     callback = CyclesBudgetCallback(client=client, tenant=stack.tenant, ttl_ms=1000, grace_period_ms=0)
     with ScriptedModel(tool_rounds=1) as model:
         make_agent(model, [callback], tools=[slow_tool]).run("Research budget governance")
-    expected = committed(spans)
+    expected = expected_spend(spans, ORACLE)
     assert stack.wait_for(lambda: stack.spent() == expected)
     # The two LLM calls and the tool call; the next call's lookahead, made before the tool ran, was released once
     # it was too old to adopt (not left to expire), and the second LLM call reserved for itself.
