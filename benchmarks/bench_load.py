@@ -147,10 +147,10 @@ def _worker(
     latencies: list[float] = []
     timed = callback_module.reserve  # type: ignore[attr-defined]
 
-    def reserve(client: Any, body: dict[str, Any]) -> Any:
+    def reserve(client: Any, body: dict[str, Any], **options: Any) -> Any:
         started = time.perf_counter()
         try:
-            return timed(client, body)
+            return timed(client, body, **options)
         finally:
             latencies.append((time.perf_counter() - started) * 1000)
 

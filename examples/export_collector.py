@@ -1,8 +1,8 @@
 """OTel mode 2, export: governed traces and metrics over OTLP, e.g. to the collector in `collector/`.
 
 The endpoint is the standard `OTEL_EXPORTER_OTLP_ENDPOINT` (default `http://localhost:4318`, OTLP/HTTP); start the
-collector first (`collector/README.md`), or the exporter logs that it cannot connect, and the budget is still
-enforced. The collector sees cost and budget attributes on every LLM and tool span, plus otel-cycles' metrics
+collector first (`collector/README.md`); if nothing listens, the example says it could not send (the budget is still
+enforced). The collector sees cost and budget attributes on every LLM and tool span, plus otel-cycles' metrics
 (`gen_ai.client.token.usage`, `cycles.cost.committed`, `cycles.reservation.decisions`, ...).
 """
 
@@ -29,9 +29,12 @@ def main() -> None:
     ))  # fmt: skip
     print(agent.run("What is budget authority?").final_output)
 
-    setup.shutdown()  # a short-lived process: flush what is batched before exiting
-    print(f"spans and metrics sent to {endpoint} (the exporter logs it if nothing listens there)")
-    report(endpoint=endpoint, balances=balances(client))
+    # A short-lived process: flush what is batched before exiting. shutdown() says whether every batch got through.
+    if setup.shutdown():
+        print(f"spans and metrics sent to {endpoint}")
+    else:
+        print(f"could not send spans to {endpoint}: is the collector running? The budget was enforced anyway.")
+    report(endpoint=endpoint, balances=balances(client), delivered=setup.delivered())
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ if _typing.TYPE_CHECKING:
         ActionNotPermitted,
         AuthorityUnavailable,
         BudgetExceeded,
+        ConfigurationError,
         GovernanceStop,
         ReservationRejected,
     )
@@ -39,6 +40,7 @@ _EXPORTS: dict[str, str] = {
     "ActionNotPermitted": "otel_cycles.errors",
     "AuthorityUnavailable": "otel_cycles.errors",
     "BudgetExceeded": "otel_cycles.errors",
+    "ConfigurationError": "otel_cycles.errors",
     "GovernanceStop": "otel_cycles.errors",
     "ReservationRejected": "otel_cycles.errors",
     "DEFAULT_TOOL_ESTIMATE": "otel_cycles.estimates",
@@ -60,6 +62,7 @@ __all__ = [
     "AuthorityUnavailable",
     "ContentFilterSpanProcessor",
     "BudgetExceeded",
+    "ConfigurationError",
     "CyclesBudgetCallback",
     "CyclesSpanProcessor",
     "ExportSetup",

@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from any_agent.callbacks import Callback, Context
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
@@ -22,7 +23,7 @@ from otel_cycles.analysis import ScopeBalance
 from otel_cycles.errors import BudgetExceeded, GovernanceStop
 from otel_cycles.pricing import MICROCENTS_PER_USD
 
-__all__ = ["CallRow", "ProgressPrinter", "call_rows", "money", "render_budgets", "render_summary"]
+__all__ = ["CallRow", "ProgressPrinter", "call_rows", "money", "render_budgets", "render_summary", "short_usd"]
 
 _LLM = "llm.completion"
 
@@ -35,6 +36,22 @@ def usd(microcents: int) -> str:
 def money(microcents: int) -> str:
     """An amount in both units: `46,250 µ¢ ($0.00046250)`."""
     return f"{microcents:,} µ¢ ({usd(microcents)})"
+
+
+def short_usd(microcents: int) -> str:
+    """`$0.0121`: four decimals, enough to read at a glance (the µ¢ column next to it is exact)."""
+    return f"${Decimal(microcents) / MICROCENTS_PER_USD:.4f}"
+
+
+def scope_label(scope: str) -> str:
+    """The last level of a scope path, indented by its depth: `  agent:researcher` (fits 80 columns)."""
+    depth = scope.count("/")
+    return ("  " * depth) + scope.rsplit("/", 1)[-1]
+
+
+def call_label(row: CallRow) -> str:
+    """`LLM gpt-4o` / `tool search_web`: the provider prefix of a model id is dropped."""
+    return ("LLM " + row.name.split(":", 1)[-1]) if row.kind == _LLM else f"tool {row.name}"
 
 
 @dataclass(frozen=True)
@@ -105,11 +122,12 @@ class ProgressPrinter(Callback):
         label = "[cyan]LLM [/]" if row.kind == _LLM else "[magenta]tool[/]"
         if number == 1:
             self.console.print(
-                f"[dim]  #  call                reserved µ¢  committed µ¢  left at {self.scope.rsplit('/')[-1]}[/]"
+                f"[dim]  #  call               reserved µ¢  committed µ¢  left at {self.scope.rsplit('/')[-1]}[/]"
             )
+        name = row.name.split(":", 1)[-1] if row.kind == _LLM else row.name
         self.console.print(
-            f"{number:>3}  {label} {row.name:<13} {row.reserved:>12,}  [bold]{row.committed or 0:>12,}[/]  "
-            f"[green]{money(remaining)}[/]",
+            f"{number:>3}  {label} {name:<13} {row.reserved:>11,}  [bold]{row.committed or 0:>12,}[/]  "
+            f"[green]{remaining:,} µ¢ ({short_usd(remaining)})[/]",
             highlight=False,
         )
 
@@ -123,30 +141,39 @@ def render_budgets(console: Console, budgets: Sequence[tuple[str, int]]) -> None
     console.print(tree, highlight=False)
 
 
+def _table(title: str) -> Table:
+    # SIMPLE_HEAD draws no vertical rules: the tables fit 80 columns (a terminal's and a pipe's default width).
+    return Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+
+
 def _spans_table(rows: Sequence[CallRow]) -> Table:
-    table = Table(title="Spend per span", title_justify="left")
-    for column in ("#", "call", "decision", "reserved µ¢", "committed µ¢", "committed USD", "tokens in/out"):
-        table.add_column(column, justify="left" if column in ("call", "decision") else "right")
+    table = _table("Spend per span, in µ¢ (1 µ¢ = 10⁻⁸ USD)")
+    for column in ("#", "call", "decision", "reserved", "committed", "tokens in/out"):
+        table.add_column(column, justify="left" if column in ("call", "decision") else "right", no_wrap=True)
     for number, row in enumerate(rows, 1):
-        kind = "LLM" if row.kind == _LLM else "tool"
-        tokens = f"{row.input_tokens}/{row.output_tokens}" if row.kind == _LLM and row.committed is not None else ""
-        committed = (f"{row.committed:,}", usd(row.committed)) if row.committed is not None else ("—", "—")
+        tokens = ""
+        if row.kind == _LLM and row.committed is not None:
+            reported = bool(row.input_tokens or row.output_tokens)
+            tokens = f"{row.input_tokens}/{row.output_tokens}" if reported else "none*"
+        committed = f"{row.committed:,}" if row.committed is not None else "—"
         style = "red" if row.decision == "DENY" else None
-        table.add_row(str(number), f"{kind} {row.name}", row.decision, f"{row.reserved:,}", *committed, tokens,
-                      style=style)  # fmt: skip
+        table.add_row(str(number), call_label(row), row.decision, f"{row.reserved:,}", committed, tokens, style=style)
     total = sum(row.committed or 0 for row in rows)
     table.add_section()
-    table.add_row("", "total", "", "", f"{total:,}", usd(total), "", style="bold")
+    table.add_row("", "total", "", "", f"{total:,}", short_usd(total), style="bold")
     return table
 
 
 def _scopes_table(balances: Sequence[ScopeBalance]) -> Table:
-    table = Table(title="Budget per scope (from the authority)", title_justify="left")
-    for column in ("scope", "allocated µ¢", "spent µ¢", "reserved µ¢", "remaining µ¢", "remaining USD"):
-        table.add_column(column, justify="left" if column == "scope" else "right")
+    table = _table("Budget per scope, in µ¢ (from the authority)")
+    for column in ("scope", "allocated", "spent", "reserved", "remaining", "left USD"):
+        table.add_column(column, justify="left" if column == "scope" else "right", no_wrap=True)
     for b in balances:
         allocated = f"{b.allocated:,}" if b.allocated is not None else "—"
-        table.add_row(b.scope_path, allocated, f"{b.spent:,}", f"{b.reserved:,}", f"{b.remaining:,}", usd(b.remaining))
+        table.add_row(
+            scope_label(b.scope_path), allocated, f"{b.spent:,}", f"{b.reserved:,}", f"{b.remaining:,}",
+            short_usd(b.remaining),
+        )  # fmt: skip
     return table
 
 
@@ -157,15 +184,43 @@ def _stop_text(stop: GovernanceStop | None, calls: int) -> str:
     text = f"[bold red]Stopped[/] before {what} #{calls + 1} ({stop.action_name}): [bold]{stop.reason_code}[/]"
     if isinstance(stop, BudgetExceeded) and stop.scope is not None:
         text += (
-            f"\n  it needed a reservation of {money(stop.estimate or 0)}, but [bold]{stop.scope}[/] had "
-            f"{money(stop.remaining or 0)} left.\n  The call was never made: no tokens were bought that the "
-            "budget could not pay for."
+            f"\n  it needed a reservation of {money(stop.estimate or 0)},\n  but "
+            f"[bold]{scope_label(stop.scope).strip()}[/] had {money(stop.remaining or 0)} left.\n"
+            "  The call was never made: no tokens were bought that the\n  budget could not pay for."
         )
     return text
 
 
+def _notes(rows: Sequence[CallRow], output_allowance: int) -> list[str]:
+    """Why the numbers look the way they do: the reserve/cost ratio of LLM calls, and calls without token usage."""
+    notes: list[str] = []
+    priced = [row for row in rows if row.kind == _LLM and row.committed and row.output_tokens]
+    if priced:
+        ratio = sum(row.reserved for row in priced) / sum(row.committed or 0 for row in priced)
+        if ratio >= 2:
+            notes.append(
+                f"An LLM call reserves ~{ratio:.0f}x what it costs: the request sets no max_tokens, so its estimate "
+                f"assumes {output_allowance:,} output tokens at the output price (+20 %); the calls used "
+                f"~{sum(row.output_tokens or 0 for row in priced) // len(priced)}. Set max_tokens on the model (or "
+                "output_allowance= / CYCLES_LLM_OUTPUT_ALLOWANCE) to reserve closer to the cost, or use a soft "
+                "landing so the last calls still fit (see the README)."
+            )
+    if any(
+        row.kind == _LLM and row.committed is not None and not (row.input_tokens or row.output_tokens) for row in rows
+    ):
+        notes.append(
+            "* none: the framework reported no token usage for these calls, so their estimate was committed "
+            "(llama_index does this by default; otel_cycles.llama_index_model_type() reads the real usage)."
+        )
+    return notes
+
+
 def render_summary(
-    console: Console, rows: Sequence[CallRow], balances: Sequence[ScopeBalance], stop: GovernanceStop | None
+    console: Console,
+    rows: Sequence[CallRow],
+    balances: Sequence[ScopeBalance],
+    stop: GovernanceStop | None,
+    output_allowance: int = 1024,
 ) -> None:
     """The end of the demo: spend per span and per scope, the stop, and the cross-check against the authority."""
     console.print()
@@ -173,11 +228,13 @@ def render_summary(
     console.print(_scopes_table(balances))
     finished = sum(1 for row in rows if row.committed is not None)
     console.print(_stop_text(stop, finished), highlight=False)
+    for note in _notes(rows, output_allowance):
+        console.print(f"[dim]{note}[/]", highlight=False)
     total = sum(row.committed or 0 for row in rows)
     agree = all(b.spent == total and b.reserved == 0 for b in balances)
     mark = "[green]✓[/]" if agree else "[red]✗[/]"
     console.print(
-        f"{mark} committed on spans {money(total)} {'=' if agree else '≠'} spent at every scope; "
+        f"{mark} committed on spans {money(total)} {'=' if agree else '≠'} spent at every scope;\n  "
         f"{'nothing' if agree else 'something'} left reserved.",
         highlight=False,
     )

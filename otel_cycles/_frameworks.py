@@ -33,6 +33,7 @@ Everything here reads private shapes of pinned versions (any-agent 1.18, see pyp
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -218,6 +219,37 @@ def fix_agno_unwrap() -> None:
 
     unwrap._otel_cycles_fixed = True  # type: ignore[attr-defined]
     _AgnoWrapper.unwrap = unwrap  # type: ignore[method-assign]
+
+
+class _GovernanceStopEcho(logging.Filter):
+    """Drops LangChain's "Error in _LangChainTracingCallback.<hook> callback: BudgetExceeded(...)" warning.
+
+    any-agent's handler sets `raise_error`, so the stop propagates and the run reports it; the line only repeats it.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        if record.msg != "Error in %s.%s callback: %s" or len(args) != 3 or args[0] != "_LangChainTracingCallback":
+            return True
+        return not str(args[2]).startswith(_stop_names())
+
+
+def _stop_names() -> tuple[str, ...]:
+    from otel_cycles.errors import GovernanceStop
+
+    found, todo = [], [GovernanceStop]
+    while todo:
+        cls = todo.pop()
+        found.append(f"{cls.__name__}(")
+        todo.extend(cls.__subclasses__())
+    return tuple(found)
+
+
+def quiet_langchain_stop_echo() -> None:
+    """Install `_GovernanceStopEcho` on LangChain's callback-manager logger (idempotent)."""
+    target = logging.getLogger("langchain_core.callbacks.manager")
+    if not any(isinstance(f, _GovernanceStopEcho) for f in target.filters):
+        target.addFilter(_GovernanceStopEcho())
 
 
 def llama_index_model_type() -> type[Any]:

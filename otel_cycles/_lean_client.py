@@ -67,9 +67,23 @@ class LeanCyclesClient(CyclesClient):
         if connection is not None:
             connection.close()
 
+    def post_bounded(self, path: str, body: dict[str, Any], timeout_s: float) -> CyclesResponse:
+        """`_post`, with each socket operation of this request bounded by `timeout_s` (the reserve deadline)."""
+        self._local.timeout = timeout_s
+        try:
+            return self._post(path, body)
+        finally:
+            self._local.timeout = None
+
     def _request(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> CyclesResponse:
         for attempt in range(2):
             connection = self._connection()
+            bound = getattr(self._local, "timeout", None)
+            connection.timeout = (
+                bound if bound is not None else max(self._config.connect_timeout, self._config.read_timeout)
+            )
+            if connection.sock is not None:
+                connection.sock.settimeout(connection.timeout)
             reused = connection.sock is not None
             try:
                 connection.request(method, self._prefix + path, body=body, headers=headers)
@@ -77,8 +91,8 @@ class LeanCyclesClient(CyclesClient):
                 raw = response.read()
             except (OSError, http.client.HTTPException) as exc:
                 self._drop_connection()
-                if attempt == 0 and reused:
-                    continue  # a keep-alive connection the server had closed: once more on a fresh one
+                if attempt == 0 and reused and not isinstance(exc, TimeoutError):
+                    continue  # a keep-alive connection the server had closed (not a slow one): once more, fresh
                 logger.error("Transport error on %s %s: %s", method, path, exc)
                 return CyclesResponse.transport_error(exc)
             if response.will_close:

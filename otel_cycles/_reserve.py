@@ -5,18 +5,28 @@ reused as they are. We do not reuse `_create_reservation_with_recovery` itself b
 to enforce a whole-request deadline; on our critical path the client's own connect/read timeouts bound the wait, and
 a thread start per LLM call is measurable overhead. Like runcycles, we retry once with the same idempotency key when
 the outcome is ambiguous (transport error, 5xx, malformed 2xx).
+
+On the critical path the whole exchange, retry included, is bounded by `timeout_s` (`CYCLES_RESERVE_TIMEOUT_S`): the
+client's read timeout (5 s by default) applied twice made a hung authority cost ~10 s per call. With a `Breaker`
+(`_breaker`), outcomes are reported to it, and with `gate=True` (fail-open) a call does not even ask an authority that
+is known down.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 from runcycles import CyclesClient, ReservationCreateResponse
+from runcycles._constants import IDEMPOTENCY_KEY_HEADER, RESERVATIONS_PATH
 from runcycles.lifecycle import _build_protocol_exception, _create_is_recoverable, _schema_valid_create
 from runcycles.response import CyclesResponse
 
 from otel_cycles import metrics
+from otel_cycles._breaker import Breaker, quiet_attempt
+from otel_cycles._lean_client import LeanCyclesClient
 from otel_cycles._settlement import suppressed_instrumentation
 from otel_cycles.errors import DENIAL_REASONS
 
@@ -43,6 +53,8 @@ class Rejected:
 class Unavailable:
     status: int
     message: str
+    breaker: str = "closed"
+    """`closed`: this request found the authority down; `open`/`half_open`: not asked, it is known down."""
 
 
 ReserveResult = Allowed | Denied | Rejected | Unavailable
@@ -52,13 +64,42 @@ def _is_unavailable(response: CyclesResponse) -> bool:
     return response.is_transport_error or response.is_server_error or response.status == 429
 
 
-def reserve(client: CyclesClient, body: dict[str, Any]) -> ReserveResult:
-    """POST /v1/reservations with at most one same-key retry on an ambiguous outcome. Never raises."""
+def reserve(
+    client: CyclesClient,
+    body: dict[str, Any],
+    *,
+    timeout_s: float | None = None,
+    breaker: Breaker | None = None,
+    gate: bool = False,
+) -> ReserveResult:
+    """POST /v1/reservations with at most one same-key retry on an ambiguous outcome. Never raises.
+
+    Args:
+        timeout_s: Bound on the whole exchange; None: the client's own timeouts per attempt.
+        breaker: Told whether the authority answered.
+        gate: Ask `breaker` first; if the authority is known down, return `Unavailable` without a request.
+    """
+    if breaker is not None and gate and not breaker.acquire():
+        return Unavailable(-1, "authority known down, not asked", breaker.state)
+    result = _reserve(client, body, timeout_s)
+    if breaker is not None:
+        if isinstance(result, Unavailable) and (result.status < 0 or result.status >= 500):
+            breaker.failure(result.message)
+        else:
+            breaker.success()
+    return result
+
+
+def _reserve(client: CyclesClient, body: dict[str, Any], timeout_s: float | None) -> ReserveResult:
     response: CyclesResponse | None = None
+    deadline = time.monotonic() + timeout_s if timeout_s is not None else None
     for _attempt in range(2):
+        left = deadline - time.monotonic() if deadline is not None else None
+        if left is not None and left <= 0.01 and response is not None:
+            break  # no time left for the retry: the first outcome stands
         try:
             with suppressed_instrumentation():
-                response = client.create_reservation(body)
+                response = _create(client, body, left)
         except Exception as exc:  # the client converts httpx errors itself; anything else is unexpected
             response = CyclesResponse.transport_error(exc)
         parsed = _schema_valid_create(response)
@@ -77,6 +118,29 @@ def reserve(client: CyclesClient, body: dict[str, Any]) -> ReserveResult:
     if code in DENIAL_REASONS:
         return Denied(code, str(error))
     return Rejected(response.status, code, str(error))
+
+
+def _create(client: CyclesClient, body: dict[str, Any], timeout_s: float | None) -> CyclesResponse:
+    """`client.create_reservation(body)`, with every httpx timeout capped at `timeout_s` (None: the client's own)."""
+    if timeout_s is None:
+        return client.create_reservation(body)
+    if isinstance(client, LeanCyclesClient):
+        with quiet_attempt():  # the breaker reports an unreachable authority, once
+            per_operation = max(client._config.connect_timeout, client._config.read_timeout)
+            return client.post_bounded(RESERVATIONS_PATH, body, min(per_operation, timeout_s))
+    config = client._config
+    timeout = httpx.Timeout(
+        connect=min(config.connect_timeout, timeout_s),
+        read=min(config.read_timeout, timeout_s),
+        write=timeout_s,
+        pool=timeout_s,
+    )
+    headers = {IDEMPOTENCY_KEY_HEADER: str(body["idempotency_key"])}
+    try:
+        response = client._http.post(RESERVATIONS_PATH, json=body, headers=headers, timeout=timeout)
+    except httpx.HTTPError as exc:  # runcycles' client converts these the same way (minus its error log line)
+        return CyclesResponse.transport_error(exc)
+    return client._handle_response(response)
 
 
 def record_decision(result: ReserveResult, kind: str, elapsed_s: float) -> None:

@@ -10,6 +10,11 @@ commit refused for its overage (REJECT, overdraft limit) settles at the reserved
 Lookahead reservations (`_lookahead`) go out on a second lane, a small thread pool, so they are sent beside the
 commits rather than queued behind them: a lookahead is made only with ample budget headroom, so nothing depends on a
 commit landing first, and the calls waiting for lookaheads come right after the answer whose commit is being sent.
+
+While the authority is known down (its `_breaker` is open) nothing is sent: commits and events stay journaled and
+wait, and one background attempt probes after the cool-down. At interpreter exit the wait is bounded once, for
+everything (`CYCLES_EXIT_TIMEOUT_S`, none at all for an authority known down), and what is left in the journal is
+reported in one log line with its location.
 """
 
 from __future__ import annotations
@@ -32,7 +37,9 @@ from runcycles import CyclesClient
 from runcycles.lifecycle import CyclesLifecycle
 from runcycles.retry import CommitRetryEngine
 
+from otel_cycles import environment_variables as env
 from otel_cycles import metrics
+from otel_cycles._breaker import Breaker, breaker_for, is_down, quiet_attempt
 from otel_cycles._lean_client import lean_client
 from otel_cycles._overage import OverageAwareClient
 
@@ -67,16 +74,62 @@ class _Op:
 
 
 class _JournalOnceEngine(CommitRetryEngine):
-    """runcycles' retry engine, minus the second journal write of a commit `Settlement.commit` already journaled.
+    """runcycles' retry engine, minus the second journal write of a commit `Settlement.commit` already journaled, and
+    paused while the authority is known down.
 
     `CyclesLifecycle._handle_commit` journals every commit before sending it; ours are journaled earlier, on the
     caller's thread, so writing the same record again would only put a file write between the worker and the wire.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, config: Any, breaker: Breaker) -> None:
+        super().__init__(config)
+        self._breaker = breaker
+        # Our retries are waited for by `_flush_at_exit`, within the one exit deadline; runcycles' own exit hook must
+        # not add a second wait of CYCLES_RETRY_FLUSH_TIMEOUT for them.
+        self._flush_timeout = 0.0
         self._journaled: set[str] = set()
         self._journaled_lock = threading.Lock()
+
+    @property
+    def journal_dir(self) -> str | None:
+        return str(self._journal.directory) if self._journal is not None else None
+
+    def journaled(self) -> int:
+        """How many commits and events wait in the journal directory (this run's and earlier ones')."""
+        if self._journal is None or not self._journal.directory.is_dir():
+            return 0
+        return sum(1 for _ in self._journal.directory.glob("*.json"))
+
+    def in_flight(self) -> int:
+        """Retry threads still running (what is lost at exit when the journal is off)."""
+        with self._threads_lock:
+            return sum(1 for thread in self._threads if thread.is_alive())
+
+    def _attempt_once(self, pending: Any) -> bool:
+        if not self._breaker.acquire():
+            # Known down: no request. The entry stays journaled; if the attempts run out before the authority
+            # answers again, the next run replays it (and the exit line says so).
+            return False
+        try:
+            with quiet_attempt():
+                return bool(super()._attempt_once(pending))
+        except BaseException:
+            self._breaker.failure(may_open=False)
+            raise
+
+    def _log_exhausted(self, pending: Any) -> None:
+        if self._breaker.is_open():
+            logger.debug("otel-cycles: %s kept in the journal while the authority is down", pending.reservation_id)
+        else:
+            super()._log_exhausted(pending)
+
+    def _classify_commit_response(self, pending: Any, response: Any) -> bool:
+        self._breaker.record(is_down(response), response.error_message or "", may_open=False)
+        return bool(super()._classify_commit_response(pending, response))
+
+    def _classify_event_response(self, pending: Any, response: Any) -> bool:
+        self._breaker.record(is_down(response), response.error_message or "", may_open=False)
+        return bool(super()._classify_event_response(pending, response))
 
     def journal(self, reservation_id: str, commit_body: dict[str, Any], event_body: dict[str, Any]) -> None:
         """Journal a commit now; the next `persist_pending` of the same reservation is then a no-op."""
@@ -130,7 +183,8 @@ class Settlement:
     def __init__(self, client: CyclesClient, *, max_queue: int = DEFAULT_MAX_QUEUE) -> None:
         self._client = lean_client(client)  # the worker's CPU per request decides how fast commits drain
         self._base_url = client._config.base_url
-        self._engine = _JournalOnceEngine(client._config)
+        self._breaker = breaker_for(client._config)
+        self._engine = _JournalOnceEngine(client._config, self._breaker)
         # Building the lifecycle hands the client to the retry engine, which replays any journaled commits a previous
         # process left behind for this authority and key.
         # The commit path (first attempts and retries) sees the client through OverageAwareClient, so a commit
@@ -221,13 +275,23 @@ class Settlement:
         return done
 
     def close(self, timeout: float) -> bool:
-        """Flush and stop accepting work."""
-        done = self.flush(timeout)
+        """Flush (not at all if the authority is known down), stop accepting work, and say in one log line what is
+        left in the journal for the next run. False if anything is left."""
+        done = self.flush(0.0 if self._breaker.is_open() else timeout)
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+            queued = self._issued - self._attempted
         self._lane.shutdown(wait=False)
-        return done
+        left = self._engine.journaled() if self._engine.journal_dir else self._engine.in_flight() + queued
+        if left:
+            where = (
+                f"kept in {self._engine.journal_dir} and sent by the next run against this authority"
+                if self._engine.journal_dir
+                else "lost: the journal is disabled (CYCLES_JOURNAL_ENABLED=false)"
+            )
+            logger.warning("otel-cycles: %d commit(s)/event(s) not yet recorded at %s: %s", left, self._base_url, where)
+        return done and not left
 
     def _submit(
         self,
@@ -321,12 +385,22 @@ class Settlement:
                 if op.build is not None:
                     op.body, op.event_body = op.build()
                 assert op.event_body is not None
-                self._lifecycle._handle_commit(op.reservation_id, op.body, op.event_body)
+                if self._breaker.is_open():
+                    # Known down: journal it and let the retry engine deliver it once the authority answers again.
+                    self._engine.schedule(op.reservation_id, op.body, op.event_body)
+                    return
+                with quiet_attempt():
+                    self._lifecycle._handle_commit(op.reservation_id, op.body, op.event_body)
             else:
                 self._release_once(op)
 
     def _release_once(self, op: _Op) -> None:
-        response = self._client.release_reservation(op.reservation_id, op.body)
+        if self._breaker.is_open():
+            logger.debug("otel-cycles: authority down; reservation %s is returned at expiry", op.reservation_id)
+            return
+        with quiet_attempt():
+            response = self._client.release_reservation(op.reservation_id, op.body)
+        self._breaker.record(is_down(response), response.error_message or "", may_open=False)
         if response.is_success or response.status in (404, 409, 410):
             # 409/410: already finalized or expired; either way nothing is held any more.
             return
@@ -379,9 +453,13 @@ def settlement_for(client: CyclesClient) -> Settlement:
         return settlement
 
 
+_exited = False
+"""Set by `_flush_at_exit`: later flushes (the tracer provider's own shutdown at exit) return at once."""
+
+
 def flush_all(timeout: float) -> bool:
     """Flush every Settlement within one overall `timeout`; False if anything was still pending."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + (0.0 if _exited else timeout)
     with _settlements_lock:
         pending = list(_settlements.values())
     ok = True
@@ -396,7 +474,14 @@ def _reinit_after_fork() -> None:
 
 
 def _flush_at_exit() -> None:
-    flush_all(timeout=float(os.environ.get("CYCLES_RETRY_FLUSH_TIMEOUT", "10")))
+    """One bounded wait for the whole process (`CYCLES_EXIT_TIMEOUT_S`), then one line per authority about the rest."""
+    global _exited
+    deadline = time.monotonic() + env.env_number(env.CYCLES_EXIT_TIMEOUT_S, 3.0)
+    _exited = True
+    with _settlements_lock:
+        pending = list(_settlements.values())
+    for settlement in pending:
+        settlement.close(max(0.0, deadline - time.monotonic()))
 
 
 os.register_at_fork(after_in_child=_reinit_after_fork)

@@ -22,6 +22,7 @@ __all__ = [
     "CYCLES_DECISION",
     "CYCLES_ESTIMATE_AMOUNT",
     "CYCLES_ESTIMATE_SOURCE",
+    "CYCLES_BREAKER_STATE",
     "CYCLES_FAIL_OPEN",
     "CYCLES_LOOKAHEAD",
     "CYCLES_PRICE_KNOWN",
@@ -71,6 +72,9 @@ CYCLES_PRICE_KNOWN = "cycles.price.known"
 """False when the model has no known price and a conservative fallback amount was used instead."""
 CYCLES_FAIL_OPEN = "cycles.fail_open"
 """True when the authority was unreachable and the call proceeded because fail-open is enabled."""
+CYCLES_BREAKER_STATE = "cycles.breaker.state"
+"""On a fail-open call: `closed` if this call found the authority down, `open`/`half_open` if it was known down
+already and the call proceeded without asking it (see `otel_cycles._breaker`)."""
 CYCLES_RELEASED = "cycles.released"
 """True when the reservation was released instead of committed (errored call, span never ended)."""
 CYCLES_LOOKAHEAD = "cycles.lookahead"

@@ -42,6 +42,7 @@ from otel_cycles import _async_hooks, _caps, _clamp, _frameworks, _stops, metric
 from otel_cycles import attributes as attr
 from otel_cycles import environment_variables as env
 from otel_cycles._accounting import LLM_KIND, TOOL_KIND, cost_attributes, decide, finish_unended
+from otel_cycles._breaker import breaker_for
 from otel_cycles._heartbeat import heartbeat_for
 from otel_cycles._lean_client import lean_client
 from otel_cycles._lookahead import Lookahead, asks_for_tools, named_tools, next_amount, worth_it
@@ -49,6 +50,7 @@ from otel_cycles._lookahead_runs import LOOKAHEAD_WAIT_S, RunLookaheads
 from otel_cycles._reaper import REAPER
 from otel_cycles._registry import REGISTRY, PendingReservation, RunState, span_key
 from otel_cycles._reserve import Allowed, Denied, Rejected, ReserveResult, Unavailable, record_decision, reserve
+from otel_cycles._settings import check_base_url, required_tenant
 from otel_cycles._settlement import release_body, settlement_for
 from otel_cycles.analysis import limiting_scope
 from otel_cycles.errors import ActionNotPermitted
@@ -62,6 +64,7 @@ logger = logging.getLogger(__name__)
 _frameworks.install_span_end_handover()
 _frameworks.track_current_span()
 _frameworks.fix_agno_unwrap()
+_frameworks.quiet_langchain_stop_echo()
 _clamp.install()
 
 _OVERAGE_POLICIES = frozenset({"REJECT", "ALLOW_IF_AVAILABLE", "ALLOW_WITH_OVERDRAFT"})
@@ -76,7 +79,7 @@ class CyclesBudgetCallback(Callback):
             An `AsyncCyclesClient` is accepted too (its config is used for a sync client: AnyAgent's hooks are sync).
         tenant, workspace, app, workflow, agent, toolset: The Cycles subject; the budget hierarchy charged is
             tenant > workspace > app > workflow > agent > toolset (levels left unset are skipped). Unset levels fall
-            back to the client config (`CYCLES_TENANT`, ...); the tenant finally to `"default"`.
+            back to the client config (`CYCLES_TENANT`, ...). A tenant is required (`ConfigurationError` without).
         llm_estimate: Reservation per LLM call. None (default): priced from the request (input tokens estimated from
             the messages, output bounded by `max_tokens` or `output_allowance`, plus `estimate_buffer`). An int: a
             fixed amount. A callable: `f(LlmCall) -> int`.
@@ -92,6 +95,9 @@ class CyclesBudgetCallback(Callback):
         estimate_buffer: Fraction added to priced estimates (default 0.2).
         unknown_model_estimate: Amount reserved and committed for a model with no known price (default 2,000,000).
         fail_open: Let calls proceed when the authority is unreachable (default False: raise AuthorityUnavailable).
+            Once it is known down, calls proceed at once; one call probes it after a cool-down (`_breaker`).
+        reserve_timeout_s: Bound on one reservation, retry included, before the authority counts as unreachable
+            (`CYCLES_RESERVE_TIMEOUT_S`, default 3 s).
         settle_timeout_s: How long the end of a run waits for its commits to be sent (default 10 s; 0: no wait).
         heartbeat: Extend the reservation of a call that outlives its TTL (a long tool call) while it runs. Off, an
             expired reservation's spend is still recorded, through the commit's `POST /v1/events` fallback.
@@ -133,6 +139,7 @@ class CyclesBudgetCallback(Callback):
         estimate_buffer: float | None = None,
         unknown_model_estimate: int | None = None,
         fail_open: bool | None = None,
+        reserve_timeout_s: float | None = None,
         settle_timeout_s: float | None = None,
         heartbeat: bool = True,
         lookahead: bool | None = None,
@@ -148,7 +155,8 @@ class CyclesBudgetCallback(Callback):
             client = CyclesClient(client._config)
         self.client = client
         config = client._config
-        self.tenant = tenant or config.tenant or "default"
+        self.tenant = required_tenant(tenant or config.tenant)
+        check_base_url(config.base_url)
         self.workspace = workspace or config.workspace
         self.app = app or config.app
         self.workflow = workflow or config.workflow
@@ -185,6 +193,10 @@ class CyclesBudgetCallback(Callback):
         )
         """How each call's reservation is sized (`otel_cycles.estimates`)."""
         self.fail_open = fail_open if fail_open is not None else env.env_bool(env.CYCLES_FAIL_OPEN, False)
+        self.reserve_timeout_s = _positive(
+            reserve_timeout_s, "reserve_timeout_s", env.env_number(env.CYCLES_RESERVE_TIMEOUT_S, 3.0, minimum=0.01)
+        )
+        self._breaker = breaker_for(config)
         self.settle_timeout_s = (
             settle_timeout_s if settle_timeout_s is not None else env.env_number(env.CYCLES_SETTLE_TIMEOUT_S, 10.0)
         )
@@ -415,7 +427,7 @@ class CyclesBudgetCallback(Callback):
 
     def _reserve_fresh(self, run: RunState, body: dict[str, Any]) -> ReserveResult:
         in_flight = self._settlement.outstanding()
-        result = reserve(self._wire, body)
+        result = self._reserve_request(body)
         if isinstance(result, Denied):
             # Commits queued or in flight when we asked still held their full estimates at the authority, and a
             # lookahead of this run holds budget for a call that may never come. Once the commits have returned
@@ -425,8 +437,13 @@ class CyclesBudgetCallback(Callback):
             if in_flight or released:
                 self._settlement.wait(max(in_flight, released), self.settle_timeout_s or 5.0)
                 body["idempotency_key"] = str(uuid.uuid4())
-                result = reserve(self._wire, body)
+                result = self._reserve_request(body)
         return result
+
+    def _reserve_request(self, body: dict[str, Any]) -> ReserveResult:
+        # Shadow mode proceeds when the authority is down, as fail-open does: both may skip a known-down authority.
+        gate = self.fail_open or self.shadow
+        return reserve(self._wire, body, timeout_s=self.reserve_timeout_s, breaker=self._breaker, gate=gate)
 
     def _soft_land(
         self, run: RunState, denied: Denied, body: dict[str, Any], landing: Callable[[int], tuple[int, int] | None]
@@ -441,7 +458,7 @@ class CyclesBudgetCallback(Callback):
             return denied, body, None
         amount, tokens = offer
         landed_body = {**body, "idempotency_key": str(uuid.uuid4()), "estimate": {"unit": _UNIT, "amount": amount}}
-        result = reserve(self._wire, landed_body)
+        result = self._reserve_request(landed_body)
         metrics.soft_landing.add(1, {"outcome": "landed" if isinstance(result, Allowed) else "denied"})
         if not isinstance(result, Allowed):
             return denied, body, None
@@ -523,9 +540,11 @@ class CyclesBudgetCallback(Callback):
         if isinstance(result, Unavailable):
             span_attributes[attr.CYCLES_FAIL_OPEN] = True
             span_attributes[attr.CYCLES_REASON_CODE] = "AUTHORITY_UNAVAILABLE"
-            metrics.fail_open.add(1, {"cycles.action.kind": kind})
-            logger.warning(
-                "otel-cycles: authority %s unreachable (%s); failing open", self.client._config.base_url, result.message
+            span_attributes[attr.CYCLES_BREAKER_STATE] = result.breaker
+            metrics.fail_open.add(1, {"cycles.action.kind": kind, "cycles.breaker.state": result.breaker})
+            # The breaker logs once when the authority goes down and once when it is back, not once per call.
+            logger.debug(
+                "otel-cycles: %s %r proceeds without a reservation (%s)", kind, pending.action["name"], result.message
             )
         else:  # shadow mode: the call would have been stopped
             reason = getattr(result, "reason_code", None) or getattr(result, "error_code", None) or "REJECTED"

@@ -1,9 +1,10 @@
-"""`otel-cycles demo`: budget governance end to end, offline, in a few seconds.
+"""`otel-cycles demo`: budget governance end to end, offline (most of its time is spent importing AnyAgent).
 
 It starts the embedded Cycles authority and the scripted model on loopback, creates a tenant, an API key and a
 three-level budget (tenant > workflow > agent), and runs a research agent with two tools under
-`CyclesBudgetCallback` until the budget stops it. Every call is printed as it finishes (reserved, committed, budget
-left); at the end come the spend per span and per scope, where and why the agent was stopped, and the balances
+`CyclesBudgetCallback` until the budget stops it (the scripted agent finishes its research after `RESEARCH_ROUNDS`
+tool rounds, so a large `--budget` ends with its answer). Every call is printed as it finishes (reserved, committed,
+budget left); at the end come the spend per span and per scope, where and why the agent was stopped, and the balances
 read back from the authority. Everything it started is stopped on exit; the ledger lives in memory unless `--db` or
 `--keep-db` asks to keep it.
 """
@@ -11,9 +12,12 @@ read back from the authority. Everything it started is stopped on exit; the ledg
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
+import socket
 import sys
+import warnings
 from contextlib import ExitStack
 from dataclasses import asdict
 from decimal import Decimal, InvalidOperation
@@ -34,6 +38,22 @@ INSTRUCTIONS = (
     "and cross-check sources before you answer."
 )
 QUESTION = "What is the state of the art in budget governance for AI agents?"
+RESEARCH_ROUNDS = 20
+"""Tool rounds after which the scripted model answers: the run ends even when the budget never runs out."""
+_QUIET_WARNINGS: tuple[tuple[str, type[Warning]], ...] = (
+    # Known, harmless warnings google-adk's imports print on every run; they are not the user's to act on.
+    (r"Support for google-cloud-storage < 3\.0\.0", FutureWarning),
+    (r"The `vertexai\.preview\.rag` module is deprecated", UserWarning),
+)
+FRAMEWORK_MODULES = {
+    "openai": ("agents",),
+    "langchain": ("langchain_core", "langgraph"),
+    "llama_index": ("llama_index.core",),
+    "google": ("google.adk",),
+    "agno": ("agno",),
+    "smolagents": ("smolagents",),
+}
+"""What each framework's extra installs (the modules AnyAgent imports for it); tinyagent needs nothing extra."""
 # API-key variables of common any-llm providers; other providers are passed through unchecked.
 _PROVIDER_KEYS = {
     "openai": "OPENAI_API_KEY",
@@ -84,7 +104,8 @@ def add_demo_command(subparsers: Any) -> None:
         type=_microcents,
         default=_microcents(DEFAULT_BUDGET_USD),
         metavar="USD",
-        help=f"the agent's budget in USD (default {DEFAULT_BUDGET_USD}; the workflow gets 2.5x, the tenant 5x)",
+        help=f"the agent's budget in USD (default {DEFAULT_BUDGET_USD}; the workflow gets 2.5x, the tenant 5x); the "
+        f"scripted agent answers after {RESEARCH_ROUNDS} tool rounds, so a large budget ends with its answer",
     )
     demo.add_argument(
         "--otlp",
@@ -98,7 +119,9 @@ def add_demo_command(subparsers: Any) -> None:
     )
     demo.add_argument("--db", metavar="PATH", help="keep the SQLite ledger in PATH (must not exist yet)")
     demo.add_argument("--keep-db", action="store_true", help=f"keep the ledger in ./{KEPT_DB}")
-    demo.add_argument("--json", action="store_true", help="end with one JSON line: the summary and the balances")
+    demo.add_argument(
+        "--json", action="store_true", help="print the summary and balances as JSON on stdout (the rest on stderr)"
+    )
     demo.add_argument(
         "--soft-landing",
         action="store_true",
@@ -107,33 +130,94 @@ def add_demo_command(subparsers: Any) -> None:
     demo.set_defaults(handler=_cmd_demo)
 
 
+class DemoError(Exception):
+    """A problem the user can fix, reported as one line on stderr (no traceback)."""
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
+    db = args.db or (KEPT_DB if args.keep_db else None)
+    problem = _usage_problem(args.framework, args.model, db)
+    if problem is not None:
+        print(f"otel-cycles demo: error: {problem}", file=sys.stderr)
+        return 2
     from rich.console import Console
 
-    console = Console(highlight=False)
-    db = args.db or (KEPT_DB if args.keep_db else None)
-    if db is not None and os.path.exists(db):
-        console.print(f"[red]error:[/] {db} exists; remove it or pass another --db PATH")
-        return 2
-    if args.model:
-        provider = args.model.partition(":")[0]
-        key = _PROVIDER_KEYS.get(provider)
-        if ":" not in args.model or (key is not None and not os.environ.get(key)):
-            need = f"set {key}" if key else "use the form provider:model"
-            console.print(f"[red]error:[/] --model {args.model}: {need} (or leave --model out for the scripted model)")
-            return 2
-    summary = run_demo(
-        console,
-        framework=args.framework,
-        budget=args.budget,
-        otlp=args.otlp,
-        model=args.model,
-        db_path=db,
-        soft_landing=args.soft_landing,
-    )
+    # With --json, stdout carries the JSON alone (`demo --json | jq`); the human output goes to stderr.
+    console = Console(highlight=False, stderr=args.json)
+    otlp = args.otlp
+    if otlp and not _listening(otlp):
+        print(f"otel-cycles demo: warning: nothing listens at {otlp}; running without OTLP export", file=sys.stderr)
+        otlp = None
+    try:
+        summary = run_demo(
+            console,
+            framework=args.framework,
+            budget=args.budget,
+            otlp=otlp,
+            model=args.model,
+            db_path=db,
+            soft_landing=args.soft_landing,
+        )
+    except DemoError as exc:
+        print(f"otel-cycles demo: error: {exc}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(summary), flush=True)
     return 0
+
+
+def _usage_problem(framework: str, model: str | None, db: str | None) -> str | None:
+    """What is wrong with the demo's arguments, in one line, or None. Checked before anything heavy is imported."""
+    if db is not None and os.path.exists(db):
+        return f"{db} exists; remove it or pass another --db PATH"
+    if db is not None and not os.path.isdir(os.path.dirname(os.path.abspath(db))):
+        return f"--db {db}: directory {os.path.dirname(os.path.abspath(db))} does not exist"
+    missing = [module for module in FRAMEWORK_MODULES.get(framework, ()) if not _importable(module)]
+    if missing:
+        return (
+            f"--framework {framework} needs the {framework} extra ({', '.join(missing)} is not installed): "
+            f"pip install 'otel-cycles[{framework}]'"
+        )
+    if model:
+        provider, colon, name = model.partition(":")
+        if not colon or not provider or not name:
+            return f"--model {model}: use the form provider:model, e.g. openai:gpt-4o-mini"
+        key = _PROVIDER_KEYS.get(provider)
+        if key is not None and not os.environ.get(key):
+            return f"--model {model}: set {key} (or leave --model out for the scripted model)"
+        if key is None and not _known_provider(provider):
+            return f"--model {model}: unknown provider {provider!r} (e.g. openai, anthropic, gemini, mistral, groq)"
+    return None
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # a parent package is missing (google.adk without google)
+        return False
+
+
+def _known_provider(provider: str) -> bool:
+    from any_llm.constants import LLMProvider
+
+    try:
+        LLMProvider(provider)
+    except ValueError:
+        return False
+    return True
+
+
+def _listening(endpoint: str) -> bool:
+    """Whether something accepts TCP connections at an OTLP endpoint URL (a one-second probe)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(endpoint)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 4318)
+        with socket.create_connection((parts.hostname or "localhost", port), timeout=1.0):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 def run_demo(
@@ -159,8 +243,10 @@ def run_demo(
     """
     if model is None:
         os.environ.setdefault("OPENAI_AGENTS_DISABLE_TRACING", "1")  # the OpenAI Agents SDK would upload traces
+    for message, category in _QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message, category)
 
-    from any_agent import AgentConfig, AnyAgent
+    from any_agent import AgentConfig, AgentRunError, AnyAgent
     from any_agent.tracing.agent_trace import AgentTrace
     from runcycles import CyclesClient, CyclesConfig
 
@@ -184,7 +270,7 @@ def run_demo(
         if model is None:
             scripted = stack.enter_context(
                 ScriptedModel(
-                    tool_rounds=1_000,  # research forever: only the budget ends this run
+                    tool_rounds=RESEARCH_ROUNDS,  # the budget stops it first, unless --budget is large
                     tools=list(TOOL_COSTS),
                     tool_args={
                         "search_web": {"query": "AI agent budget governance"},
@@ -230,11 +316,15 @@ def run_demo(
             trace = agent.run(QUESTION)
         except GovernanceStop as exc:
             stop, trace = exc, exc.trace
+        except AgentRunError as exc:  # the model or framework failed (bad model id, network): say why in one line
+            cause = exc.original_exception
+            first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+            raise DemoError(f"the agent run failed: {type(cause).__name__}: {first[:300]}") from None
         rows = call_rows(trace.spans if trace is not None else [])
         if export is not None:
             export.force_flush()
         final = balances(client, TENANT)
-        render_summary(console, rows, final, stop)
+        render_summary(console, rows, final, stop, callback.estimates.output_allowance)
         if stop is None and trace is not None:
             console.print(f"[dim]answer: {trace.final_output}[/]")
         if db_path:

@@ -11,13 +11,16 @@ import logging
 import os
 
 __all__ = [
+    "CYCLES_BREAKER_COOLDOWN_S",
     "CYCLES_CAPTURE_CONTENT",
     "CYCLES_ESTIMATE_BUFFER",
+    "CYCLES_EXIT_TIMEOUT_S",
     "CYCLES_FAIL_OPEN",
     "CYCLES_LLM_OUTPUT_ALLOWANCE",
     "CYCLES_LOOKAHEAD",
     "CYCLES_OVERAGE_POLICY",
     "CYCLES_RESERVATION_TTL_MS",
+    "CYCLES_RESERVE_TIMEOUT_S",
     "CYCLES_SETTLE_TIMEOUT_S",
     "CYCLES_SHADOW",
     "CYCLES_SOFT_LANDING",
@@ -45,6 +48,15 @@ CYCLES_SETTLE_TIMEOUT_S = "CYCLES_SETTLE_TIMEOUT_S"
 CYCLES_LOOKAHEAD = "CYCLES_LOOKAHEAD"
 """`false` stops reserving the tool calls an answer names, and the run's next LLM call, in the background (see
 `otel_cycles._lookahead`). Default: `true`."""
+CYCLES_RESERVE_TIMEOUT_S = "CYCLES_RESERVE_TIMEOUT_S"
+"""Seconds one reservation may take on the critical path, its same-key retry included; past it the authority counts
+as unreachable (fail-closed: the agent stops; fail-open: the call proceeds). Default: `3`."""
+CYCLES_BREAKER_COOLDOWN_S = "CYCLES_BREAKER_COOLDOWN_S"
+"""Seconds an authority found down is left alone before one call probes it again (doubled after each failed probe,
+up to 60 s). Default: `2`."""
+CYCLES_EXIT_TIMEOUT_S = "CYCLES_EXIT_TIMEOUT_S"
+"""Seconds the interpreter's exit waits for commits and events still being sent (none if the authority is known
+down); what is left stays in runcycles' journal and is sent by the next run. Default: `3`."""
 CYCLES_CAPTURE_CONTENT = "CYCLES_CAPTURE_CONTENT"
 """`false` strips prompt and completion content (`gen_ai.input.messages`, `gen_ai.output`, tool args) from exported
 spans (see `otel_cycles.ContentFilterSpanProcessor`). Default: `true`."""

@@ -4,6 +4,8 @@ Every exception that stops an agent is an AnyAgent `AgentCancel`, so AnyAgent re
 partial trace attached (`exc.trace`) instead of wrapping it in `AgentRunError`:
 
 ```
+ValueError
+ └── ConfigurationError         raised at construction: a setting is missing or malformed (tenant, base URL)
 AgentCancel (any_agent)
  └── GovernanceStop              the callback stopped the agent before a call; never raised for a finished call
       ├── BudgetExceeded         the authority denied the reservation (budget, debt, overdraft, frozen, closed)
@@ -17,7 +19,14 @@ from __future__ import annotations
 
 from any_agent import AgentCancel
 
-__all__ = ["ActionNotPermitted", "AuthorityUnavailable", "BudgetExceeded", "GovernanceStop", "ReservationRejected"]
+__all__ = [
+    "ActionNotPermitted",
+    "AuthorityUnavailable",
+    "BudgetExceeded",
+    "ConfigurationError",
+    "GovernanceStop",
+    "ReservationRejected",
+]
 
 DENIAL_REASONS = frozenset(
     {
@@ -30,6 +39,13 @@ DENIAL_REASONS = frozenset(
     }
 )
 """Error and reason codes that mean "no budget for this call" rather than "the request was wrong"."""
+
+
+class ConfigurationError(ValueError):
+    """A setting is missing or malformed; raised when the callback is built, before any agent runs.
+
+    The message names the setting and how to fix it (e.g. `tenant required: pass tenant=... or set CYCLES_TENANT`).
+    """
 
 
 class GovernanceStop(AgentCancel):

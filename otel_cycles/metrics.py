@@ -11,7 +11,8 @@ so a misbehaving caller cannot explode the cardinality of a metrics backend.
 | `cycles.reservation.decisions` | counter | `{reservation}` | decision, reason code, action kind |
 | `cycles.reservation.duration` | histogram | `s` | action kind, decision |
 | `cycles.budget.remaining` | gauge | `USD_MICROCENTS` | scope path, unit |
-| `cycles.fail_open` | counter | `{call}` | action kind |
+| `cycles.fail_open` | counter | `{call}` | action kind, breaker state (`closed`: this call found it down) |
+| `cycles.breaker.transitions` | counter | `{transition}` | new breaker state (`open`, `half_open`, `closed`) |
 | `cycles.usage.rejected` | counter | `{span}` | error.type (`missing`, `invalid`, `unknown_price`) |
 | `cycles.settlement.errors` | counter | `{operation}` | error.type (`queue_full`, `internal`, ...) |
 | `cycles.lookahead` | counter | `{reservation}` | outcome (`adopted`, `unfit`, `not_allowed`, `not_sent`, ...) |
@@ -72,6 +73,11 @@ budget_remaining = _meter.create_gauge(
 )
 fail_open = _meter.create_counter(
     "cycles.fail_open", unit="{call}", description="Calls let through without a reservation (authority down)."
+)
+breaker_transitions = _meter.create_counter(
+    "cycles.breaker.transitions",
+    unit="{transition}",
+    description="Circuit breaker state changes per authority (open: known down; half_open: probing; closed).",
 )
 usage_rejected = _meter.create_counter(
     "cycles.usage.rejected", unit="{span}", description="Spans whose usage could not be priced; estimate committed."

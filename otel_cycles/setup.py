@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from opentelemetry import metrics as otel_metrics
@@ -20,8 +21,8 @@ from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from otel_cycles.processor import CyclesSpanProcessor, ensure_processor
 from otel_cycles.redaction import ContentFilterSpanProcessor
@@ -55,6 +56,26 @@ def attach(tracer_provider: trace.TracerProvider | None = None) -> CyclesSpanPro
     return processor
 
 
+class _CountingExporter(SpanExporter):
+    """Passes spans on to `exporter` and counts the batches it could not deliver (see `ExportSetup.delivered`)."""
+
+    def __init__(self, exporter: SpanExporter) -> None:
+        self.exporter = exporter
+        self.failed = 0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        result = self.exporter.export(spans)
+        if result is not SpanExportResult.SUCCESS:
+            self.failed += 1
+        return result
+
+    def shutdown(self) -> None:
+        self.exporter.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self.exporter.force_flush(timeout_millis)
+
+
 @dataclass
 class ExportSetup:
     """What `configure_export` installed; `shutdown()` flushes and stops it."""
@@ -63,6 +84,11 @@ class ExportSetup:
     span_processor: BatchSpanProcessor
     cycles_processor: CyclesSpanProcessor
     meter_provider: MeterProvider | None
+    _exporter: _CountingExporter | None = None
+
+    def delivered(self) -> bool:
+        """False if any batch of spans could not be exported so far (e.g. nothing listens at the endpoint)."""
+        return self._exporter is None or self._exporter.failed == 0
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         ok = self.cycles_processor.force_flush(timeout_millis)
@@ -71,11 +97,13 @@ class ExportSetup:
             ok = self.meter_provider.force_flush(timeout_millis) and ok
         return ok
 
-    def shutdown(self) -> None:
+    def shutdown(self) -> bool:
+        """Flush and stop the export; True if every span batch was delivered."""
         self.force_flush()
         self.span_processor.shutdown()  # type: ignore[no-untyped-call]
         if self.meter_provider is not None:
             self.meter_provider.shutdown()
+        return self.delivered()
 
 
 def _otlp_exporters(endpoint: str | None, protocol: str) -> tuple[SpanExporter, object]:
@@ -154,7 +182,8 @@ def configure_export(
     metric_exporter: object = None
     if span_exporter is None:
         span_exporter, metric_exporter = _otlp_exporters(endpoint, protocol)
-    batch = BatchSpanProcessor(span_exporter)
+    counting = _CountingExporter(span_exporter)
+    batch = BatchSpanProcessor(counting)
     # Prompt and completion content is exported unless CYCLES_CAPTURE_CONTENT=false (or capture_content=False).
     provider.add_span_processor(ContentFilterSpanProcessor(batch, capture_content=capture_content))
     cycles = attach(provider)
@@ -173,4 +202,4 @@ def configure_export(
         else:
             meter_provider = MeterProvider(metric_readers=[reader], resource=provider.resource)
             otel_metrics.set_meter_provider(meter_provider)
-    return ExportSetup(provider, batch, cycles, meter_provider)
+    return ExportSetup(provider, batch, cycles, meter_provider, counting)

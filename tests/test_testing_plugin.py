@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from importlib.metadata import entry_points
+from pathlib import Path
 
 import pytest
 from any_agent import AgentConfig, AnyAgent
@@ -75,3 +79,15 @@ def test_tenant_factory(cycles_tenant_factory: Callable[..., CyclesTenant]) -> N
     assert rich.remaining() == 100_000_000 and poor.remaining() == 1
     with pytest.raises(KeyError):
         poor.balance("agent:none")
+
+
+def test_loading_the_plugin_imports_nothing_heavy() -> None:
+    """pytest loads the plugin in every session where otel-cycles is installed: it must not import runcycles (httpx,
+    pydantic), the authority, the model server or AnyAgent until a fixture is used."""
+    heavy = ["runcycles", "httpx", "otel_cycles.authority", "otel_cycles.testing.model_server", "any_agent"]
+    code = f"import sys, pytest, otel_cycles.testing.plugin\nprint(sorted(m for m in {heavy!r} if m in sys.modules))"
+    root = str(Path(__file__).resolve().parents[1])
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=120,
+                          env={**os.environ, "PYTHONPATH": root})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -34,20 +34,24 @@ Fixtures:
 
 After each test the ledger's invariants are checked (`allocated = remaining + spent + reserved + debt`).
 
-Loading the plugin does not import AnyAgent (so it installs no tracer provider); only your tests' own imports do.
+Loading the plugin costs nothing: pytest loads it in every session of every project that installs otel-cycles, so it
+imports only pytest at load time; the authority, runcycles and the model server are imported by the fixtures that use
+them. It never imports AnyAgent (so it installs no tracer provider); only your tests' own imports do.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from runcycles import CyclesClient
 
-from otel_cycles.testing._authority import AuthorityUnderTest, open_test_authority
-from otel_cycles.testing._tenant import DEFAULT_TENANT_BUDGET, CyclesTenant, make_tenant
-from otel_cycles.testing.model_server import ScriptedModel
+if TYPE_CHECKING:
+    from runcycles import CyclesClient
+
+    from otel_cycles.testing._authority import AuthorityUnderTest
+    from otel_cycles.testing._tenant import CyclesTenant
+    from otel_cycles.testing.model_server import ScriptedModel
 
 __all__ = [
     "cycles_authority",
@@ -60,6 +64,8 @@ __all__ = [
 
 
 def _marker_budgets(request: pytest.FixtureRequest) -> dict[str, int]:
+    from otel_cycles.testing._tenant import DEFAULT_TENANT_BUDGET
+
     budgets: dict[str, int] = {}
     for marker in reversed(list(request.node.iter_markers("cycles_budget"))):
         amount = marker.args[0] if marker.args else marker.kwargs["amount"]
@@ -79,6 +85,8 @@ def pytest_configure(config: pytest.Config) -> None:
 def cycles_authority() -> Iterator[AuthorityUnderTest]:
     """A `LocalAuthority` (in-memory ledger, loopback HTTP) shared by the test session, or the external server named
     by `CYCLES_TEST_BASE_URL` (provisioned over its admin API; see `otel_cycles.testing._authority`)."""
+    from otel_cycles.testing._authority import open_test_authority
+
     with open_test_authority() as authority:
         yield authority
 
@@ -86,6 +94,7 @@ def cycles_authority() -> Iterator[AuthorityUnderTest]:
 @pytest.fixture
 def cycles_tenant_factory(cycles_authority: AuthorityUnderTest) -> Iterator[Callable[..., CyclesTenant]]:
     """`make(budgets={"": 1_000_000, "agent:bot": 50_000})`: a fresh tenant with those budgets on the authority."""
+    from otel_cycles.testing._tenant import DEFAULT_TENANT_BUDGET, make_tenant
 
     def make(budgets: Mapping[str, int] | None = None) -> CyclesTenant:
         return make_tenant(cycles_authority, {"": DEFAULT_TENANT_BUDGET} if budgets is None else budgets)
@@ -121,5 +130,7 @@ def scripted_model(request: pytest.FixtureRequest) -> Iterator[ScriptedModel]:
     """A running `ScriptedModel` (OpenAI-compatible, loopback); `@pytest.mark.scripted_model(...)` configures it."""
     marker = request.node.get_closest_marker("scripted_model")
     kwargs: dict[str, Any] = dict(marker.kwargs) if marker is not None else {}
+    from otel_cycles.testing.model_server import ScriptedModel
+
     with ScriptedModel(**kwargs) as model:
         yield model
