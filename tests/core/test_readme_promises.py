@@ -35,6 +35,7 @@ from runcycles import AsyncCyclesClient, CyclesClient, CyclesConfig
 import otel_cycles
 from otel_cycles import BudgetExceeded, CyclesBudgetCallback, CyclesSpanProcessor, ReservationRejected
 from otel_cycles import _lookahead_runs as lookahead_runs
+from otel_cycles import _settlement as settlement_module
 from otel_cycles import metrics as metrics_module
 from otel_cycles._request_size import size_request
 from otel_cycles._settlement import Settlement
@@ -90,13 +91,16 @@ class HandRun:
         self.callback.before_llm_call(self.context, *args, **kwargs)
         return span
 
-    def finish_llm(self, span: Any, *, asks_for_tools: bool, end: bool = True) -> None:
+    def finish_llm(self, span: Any, *, asks_for_tools: bool, end: bool = True, names_tools: bool = True) -> None:
+        """`names_tools=False`: the answer asks for tools in a form whose names AnyAgent did not record, so only the
+        next LLM call is reserved ahead (no tool lookaheads)."""
+        tool_call = '[{"tool.name": "search"}]' if names_tools else '[{"name": "search"}]'
         span.set_attributes(
             {
                 "gen_ai.usage.input_tokens": 100,
                 "gen_ai.usage.output_tokens": 10,
                 "gen_ai.output.type": "json" if asks_for_tools else "text",
-                "gen_ai.output": '[{"tool.name": "search"}]' if asks_for_tools else "done",
+                "gen_ai.output": tool_call if asks_for_tools else "done",
             }
         )
         self.context.current_span = span
@@ -308,6 +312,7 @@ def test_otlp_protocol_variable_is_honoured(
     )
     try:
         span_exporter = setup.span_processor._batch_processor._exporter
+        span_exporter = getattr(span_exporter, "exporter", span_exporter)  # behind ExportSetup's delivery counter
         assert type(span_exporter).__module__ == exporter
     finally:
         setup.shutdown()
@@ -370,26 +375,37 @@ def proxied(tenant: Tenant, tmp_path: Path) -> Iterator[tuple[FaultProxy, Cycles
         yield proxy, CyclesClient(config)
 
 
-def test_a_queued_lookahead_is_cancelled_unsent(tenant: Tenant, proxied: Any, metric_reader) -> None:
+def test_a_queued_lookahead_is_cancelled_unsent(
+    tenant: Tenant, proxied: Any, metric_reader, monkeypatch: pytest.MonkeyPatch
+) -> None:
     proxy, client = proxied
+    # One lookahead-lane thread, stuck on the tool's lookahead (sent first): the next LLM call's lookahead waits in the
+    # lane's queue behind it, so the next call finds it unsent and cancels it.
+    monkeypatch.setattr(settlement_module, "_LANE_THREADS", 1)
     tenant.budget("", 10_000_000_000)
     before = lookahead_outcomes(metric_reader)
     callback = CyclesBudgetCallback(client=client, tenant=tenant.id, llm_estimate=1_000_000)
     run = HandRun(callback)
     first = run.start_llm()
-    proxy.add(path="/commit", method="POST", hold=True, times=1)  # the worker is stuck on it; the lookahead waits
+    proxy.add(path=RESERVE, method="POST", hold=True, times=1)  # the tool's lookahead
     run.finish_llm(first, asks_for_tools=True)
-    lookahead = run.state.lookahead
-    assert lookahead is not None
-    wait_until(lambda: len(proxy.requests("/commit", "POST")) == 1)  # the commit is on the wire, held
-    second = run.start_llm()  # claims the still-queued lookahead: it will never be sent
+    assert run.state.lookahead is not None
+    wait_until(lambda: len(proxy.requests(RESERVE, "POST")) == 2)  # the first call's, then the held tool lookahead
+    second = run.start_llm()  # claims the still-queued LLM lookahead: it will never be sent
     assert "cycles.lookahead" not in second.attributes and second.attributes["cycles.decision"] == "ALLOW"
     release(proxy)
     run.finish_llm(second, asks_for_tools=False)
     run.end()
-    assert lookahead_outcomes(metric_reader) - before == Counter({"not_sent": 1})
-    assert len(proxy.requests(RESERVE, "POST")) == 2  # the two calls' own reservations; never the lookahead
-    wait_until(lambda: tenant.spent() == 2 * llm_price(100, 10))  # the dropped commit's same-key retry lands
+    assert lookahead_outcomes(metric_reader) - before == Counter({"not_sent": 1, "unused": 1})
+    # Only three reservations ever reached the authority: the two calls' own and the tool's lookahead (released
+    # unused); the cancelled LLM lookahead never did.
+    wait_until(
+        lambda: (
+            Counter(str(r["status"]) for r in tenant.authority.reservations(tenant.id))
+            == Counter({"COMMITTED": 2, "RELEASED": 1})
+        )
+    )
+    wait_until(lambda: tenant.spent() == 2 * llm_price(100, 10))
     assert tenant.active() == []
 
 
@@ -407,7 +423,7 @@ def test_an_in_flight_lookahead_is_awaited_or_released_when_late(
     run = HandRun(callback)
     first = run.start_llm()
     proxy.add(path=RESERVE, method="POST", hold=True, times=1)  # the next reserve is the lookahead
-    run.finish_llm(first, asks_for_tools=True)
+    run.finish_llm(first, asks_for_tools=True, names_tools=False)
     wait_until(lambda: len(proxy.requests(RESERVE, "POST")) == 2)  # the lookahead is in flight, held
     if not late:
         # Answer the lookahead while the call is waiting for it (the call blocks in before_llm_call).
