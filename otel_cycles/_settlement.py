@@ -51,8 +51,9 @@ DEFAULT_MAX_QUEUE = 10_000
 _LANE_THREADS = 2
 """Lookahead requests in flight at once per client: a run's next LLM call and a tool, or two runs' next calls."""
 STUCK_S = 0.2
-"""A worker busy with one request for longer than this is stuck on a slow authority: callers then journal their commits
-themselves, and the commits queued unjournaled behind that request, rather than leave them unjournaled until it ends."""
+"""A worker busy with one request for longer than this is stuck on a slow authority: the commits queued unjournaled
+behind that request are then journaled without it (by the next caller, or by the journal guard if none comes), so a
+commit waits unjournaled for at most about this long."""
 _RELEASE_RETRY_DELAYS_S = (0.5, 1.0, 2.0)
 
 
@@ -200,6 +201,7 @@ class Settlement:
         self._request_started: float | None = None
         """`time.monotonic()` when the worker sent its current request; None between requests."""
         self._worker: threading.Thread | None = None
+        self._guard: threading.Thread | None = None
         self._closed = False
         self._lane = ThreadPoolExecutor(max_workers=_LANE_THREADS, thread_name_prefix="otel-cycles-lookahead")
 
@@ -336,6 +338,32 @@ class Settlement:
         if self._worker is None or not self._worker.is_alive():
             self._worker = threading.Thread(target=self._run, name="otel-cycles-settlement", daemon=True)
             self._worker.start()
+        if self._guard is None or not self._guard.is_alive():
+            self._guard = threading.Thread(target=self._guard_journal, name="otel-cycles-journal-guard", daemon=True)
+            self._guard.start()
+
+    def _guard_journal(self) -> None:
+        """Journal the commits queued behind a request that has outlived `STUCK_S` (a slow or hung authority) when no
+        later caller comes to do it, e.g. the last commits of a run: a killed process must still replay them."""
+        handled: tuple[float, int] | None = None  # a state already dealt with (a commit whose bodies failed to build)
+        while True:
+            with self._cond:
+                while True:
+                    if self._closed:
+                        return
+                    started = self._request_started
+                    waiting = any(op.build is not None for op in self._queue)
+                    if started is None or not waiting or (started, self._issued) == handled:
+                        self._cond.wait()
+                        continue
+                    left = started + STUCK_S - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+                handled = (started, self._issued)
+                taken = self._take_unjournaled()
+            for op in taken:
+                self._journal(op)
 
     def _take_unjournaled(self) -> list[tuple[_Op, CommitBodies]]:
         """Queued commits nobody journaled yet, each with its body builder, now owned by the caller. With _cond held."""
@@ -430,7 +458,7 @@ class Settlement:
         self._cond = threading.Condition()
         self._queue = deque()
         self._issued = self._attempted = 0
-        self._worker = None
+        self._worker = self._guard = None
         self._lane = ThreadPoolExecutor(max_workers=_LANE_THREADS, thread_name_prefix="otel-cycles-lookahead")
 
 
