@@ -342,6 +342,14 @@ class Settlement:
             self._guard = threading.Thread(target=self._guard_journal, name="otel-cycles-journal-guard", daemon=True)
             self._guard.start()
 
+    def journal_queued(self) -> None:
+        """Journal every queued commit nobody journaled yet, now, on the caller's thread (the end of a run: its commits
+        are then durable when it returns, even if the authority never answers and the process is killed)."""
+        with self._cond:
+            taken = self._take_unjournaled()
+        for op in taken:
+            self._journal(op)
+
     def _guard_journal(self) -> None:
         """Journal the commits queued behind a request that has outlived `STUCK_S` (a slow or hung authority) when no
         later caller comes to do it, e.g. the last commits of a run: a killed process must still replay them."""

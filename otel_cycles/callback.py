@@ -314,6 +314,7 @@ class CyclesBudgetCallback(Callback):
         for key, pending in REGISTRY.open_for_run(run):
             finish_unended(key, pending, "call never finished")
         self._lookaheads.drop(run, "run ended", wait_s=self.settle_timeout_s)
+        self._settlement.journal_queued()  # the run's commits are durable when it returns, whatever the wait below
         if self.settle_timeout_s > 0:
             with run.lock:
                 ticket, unreserved = run.last_ticket, run.unreserved

@@ -40,7 +40,7 @@ def offline_env() -> Iterator[dict[str, str]]:
 
 
 def test_the_readme_has_the_snippets_this_test_runs() -> None:
-    assert len(BLOCKS) == 3
+    assert len(BLOCKS) == 6
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
