@@ -345,10 +345,9 @@ class Settlement:
     def journal_queued(self) -> None:
         """Journal every queued commit nobody journaled yet, now, on the caller's thread (the end of a run: its commits
         are then durable when it returns, even if the authority never answers and the process is killed)."""
-        with self._cond:
-            taken = self._take_unjournaled()
-        for op in taken:
-            self._journal(op)
+        with self._cond:  # held while writing, so the worker cannot pick up a commit half journaled
+            for op in self._take_unjournaled():
+                self._journal(op)
 
     def _guard_journal(self) -> None:
         """Journal the commits queued behind a request that has outlived `STUCK_S` (a slow or hung authority) when no
@@ -369,9 +368,8 @@ class Settlement:
                         break
                     self._cond.wait(left)
                 handled = (started, self._issued)
-                taken = self._take_unjournaled()
-            for op in taken:
-                self._journal(op)
+                for op in self._take_unjournaled():  # under _cond, as in `journal_queued`
+                    self._journal(op)
 
     def _take_unjournaled(self) -> list[tuple[_Op, CommitBodies]]:
         """Queued commits nobody journaled yet, each with its body builder, now owned by the caller. With _cond held."""
