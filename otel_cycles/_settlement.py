@@ -1,7 +1,8 @@
 """Settle reservations off the caller's thread: one bounded queue and one worker thread per Cycles client.
 
-A commit is journaled (runcycles' durable journal) before it waits for anything, so a commit survives a slow or
-restarting authority, a full queue and a killed process: whatever has not landed replays the next time a Settlement is
+A commit goes out at once and is journaled (runcycles' durable journal) only if it has not landed within `STUCK_S`
+or its run stops waiting for it (docs/design.md), so it survives a slow or restarting authority, a full queue and a
+killed process without a file write per commit: whatever has not landed replays the next time a Settlement is
 created for the same authority and key. The commit itself goes through runcycles' own commit path
 (`CyclesLifecycle._handle_commit`): same-key retries with backoff, Retry-After, the `POST /v1/events` fallback when the
 reservation expired, and never a release after spend. We reuse it rather than re-implement that classification; a
@@ -89,7 +90,9 @@ class _JournalOnceEngine(CommitRetryEngine):
         # not add a second wait of CYCLES_RETRY_FLUSH_TIMEOUT for them.
         self._flush_timeout = 0.0
         self._journaled: set[str] = set()
-        self._journaled_lock = threading.Lock()
+        self._deferred: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+        """Commits on their way to the authority and not journaled yet: written only if they outlive `STUCK_S`."""
+        self._journaled_lock = threading.RLock()  # re-entered: persist_pending writes through _journal_record
 
     @property
     def journal_dir(self) -> str | None:
@@ -143,6 +146,20 @@ class _JournalOnceEngine(CommitRetryEngine):
         with self._journaled_lock:
             self._journaled.discard(reservation_id)
 
+    def defer(self, reservation_id: str, commit_body: dict[str, Any], event_body: dict[str, Any]) -> None:
+        """Let the commit about to be sent skip its journal write (`_handle_commit`'s `persist_pending`) unless
+        `journal_deferred` runs before it lands: a commit answered within `STUCK_S` never touches the disk."""
+        with self._journaled_lock:
+            if reservation_id not in self._journaled:
+                self._deferred[reservation_id] = (commit_body, event_body)
+
+    def journal_deferred(self) -> None:
+        """Journal every deferred commit that has not landed yet (a slow request, the end of a run, exit)."""
+        with self._journaled_lock:  # held while writing, so a commit landing meanwhile deletes the file after it
+            deferred, self._deferred = self._deferred, {}
+            for reservation_id, (commit_body, event_body) in deferred.items():
+                super().persist_pending(reservation_id, commit_body, event_body)
+
     def persist_pending(
         self, reservation_id: str, commit_body: dict[str, Any], event_fallback_body: dict[str, Any] | None = None
     ) -> None:
@@ -150,7 +167,21 @@ class _JournalOnceEngine(CommitRetryEngine):
             if reservation_id in self._journaled:
                 self._journaled.discard(reservation_id)
                 return
+            if reservation_id in self._deferred:
+                return
         super().persist_pending(reservation_id, commit_body, event_fallback_body)
+
+    def _journal_record(self, pending: Any) -> None:
+        # A retry or an event fallback of a deferred commit: journaled now, as runcycles does.
+        with self._journaled_lock:
+            self._deferred.pop(pending.reservation_id, None)
+        super()._journal_record(pending)
+
+    def _journal_discard(self, reservation_id: str) -> None:
+        with self._journaled_lock:
+            if self._deferred.pop(reservation_id, None) is not None:
+                return  # landed before anyone journaled it: there is no file
+            super()._journal_discard(reservation_id)
 
 
 class LookaheadRequest(Protocol):
@@ -280,6 +311,7 @@ class Settlement:
         """Flush (not at all if the authority is known down), stop accepting work, and say in one log line what is
         left in the journal for the next run. False if anything is left."""
         done = self.flush(0.0 if self._breaker.is_open() else timeout)
+        self.journal_pending()
         with self._cond:
             self._closed = True
             self._cond.notify_all()
@@ -342,12 +374,14 @@ class Settlement:
             self._guard = threading.Thread(target=self._guard_journal, name="otel-cycles-journal-guard", daemon=True)
             self._guard.start()
 
-    def journal_queued(self) -> None:
-        """Journal every queued commit nobody journaled yet, now, on the caller's thread (the end of a run: its commits
-        are then durable when it returns, even if the authority never answers and the process is killed)."""
+    def journal_pending(self) -> None:
+        """Journal every commit not landed and not journaled yet, queued or in flight, now, on the caller's thread
+        (the end of a run that stopped waiting for its commits: they are then durable when it returns, even if the
+        authority never answers and the process is killed)."""
         with self._cond:  # held while writing, so the worker cannot pick up a commit half journaled
             for op in self._take_unjournaled():
                 self._journal(op)
+            self._engine.journal_deferred()
 
     def _guard_journal(self) -> None:
         """Journal the commits queued behind a request that has outlived `STUCK_S` (a slow or hung authority) when no
@@ -359,8 +393,7 @@ class Settlement:
                     if self._closed:
                         return
                     started = self._request_started
-                    waiting = any(op.build is not None for op in self._queue)
-                    if started is None or not waiting or (started, self._issued) == handled:
+                    if started is None or (started, self._issued) == handled:
                         self._cond.wait()
                         continue
                     left = started + STUCK_S - time.monotonic()
@@ -368,8 +401,9 @@ class Settlement:
                         break
                     self._cond.wait(left)
                 handled = (started, self._issued)
-                for op in self._take_unjournaled():  # under _cond, as in `journal_queued`
+                for op in self._take_unjournaled():  # under _cond, as in `journal_pending`
                     self._journal(op)
+                self._engine.journal_deferred()  # the request in flight
 
     def _take_unjournaled(self) -> list[tuple[_Op, CommitBodies]]:
         """Queued commits nobody journaled yet, each with its body builder, now owned by the caller. With _cond held."""
@@ -397,6 +431,8 @@ class Settlement:
                     return
                 op = self._queue.popleft()
                 ahead = self._take_unjournaled()
+                # Under _cond, so `journal_pending` finds the commit either still queued or deferred in the engine.
+                ready = self._prepare(op)
             try:
                 # Journal what queued up during the last request before the next one: a commit then waits
                 # unjournaled behind at most one request, and none of the callers wrote a file.
@@ -404,7 +440,8 @@ class Settlement:
                     self._journal(taken)
                 with self._cond:
                     self._request_started = time.monotonic()
-                self._execute(op)
+                if ready:
+                    self._execute(op)
             except Exception:
                 metrics.settlement_errors.add(1, {"error.type": "internal", "cycles.operation": op.kind})
                 logger.exception("otel-cycles failed to settle reservation %s", op.reservation_id)
@@ -413,11 +450,27 @@ class Settlement:
                 self._attempted = max(self._attempted, op.ticket)
                 self._cond.notify_all()
 
+    def _prepare(self, op: _Op) -> bool:
+        """Build a commit's bodies and defer its journal write: the journal guard writes it if the request outlives
+        `STUCK_S`, the end of its run if the run stops waiting for it first, so a commit that lands at once never
+        touches the disk. False (and reported) if the bodies cannot be built."""
+        if op.kind != "commit":
+            return True
+        try:
+            if op.build is not None:
+                op.body, op.event_body = op.build()
+                op.build = None
+        except Exception:
+            metrics.settlement_errors.add(1, {"error.type": "internal", "cycles.operation": op.kind})
+            logger.exception("otel-cycles failed to settle reservation %s", op.reservation_id)
+            return False
+        assert op.event_body is not None
+        self._engine.defer(op.reservation_id, op.body, op.event_body)
+        return True
+
     def _execute(self, op: _Op) -> None:
         with suppressed_instrumentation():
             if op.kind == "commit":
-                if op.build is not None:
-                    op.body, op.event_body = op.build()
                 assert op.event_body is not None
                 if self._breaker.is_open():
                     # Known down: journal it and let the retry engine deliver it once the authority answers again.

@@ -314,7 +314,7 @@ class CyclesBudgetCallback(Callback):
         for key, pending in REGISTRY.open_for_run(run):
             finish_unended(key, pending, "call never finished")
         self._lookaheads.drop(run, "run ended", wait_s=self.settle_timeout_s)
-        self._settlement.journal_queued()  # the run's commits are durable when it returns, whatever the wait below
+        done = False
         if self.settle_timeout_s > 0:
             with run.lock:
                 ticket, unreserved = run.last_ticket, run.unreserved
@@ -326,6 +326,9 @@ class CyclesBudgetCallback(Callback):
                 logger.warning(
                     "otel-cycles: settlements of run %s still pending after %ss", run.run_id, self.settle_timeout_s
                 )
+        if not done:
+            # What has not landed is journaled before the run returns: durable even if the process is killed next.
+            self._settlement.journal_pending()
         return context
 
     # -- internals ------------------------------------------------------------------------------------------------

@@ -7,11 +7,13 @@ import os
 import signal
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from runcycles import journal
 
 from otel_cycles import CyclesBudgetCallback
 from otel_cycles import _settlement as settlement_module
@@ -69,6 +71,14 @@ def test_commits_behind_a_hung_request_are_journaled_without_a_later_commit(
     """The last commits of a run queue behind a commit the authority never answers, and no later commit comes to
     journal them: the Settlement's journal guard does, so a kill at that point still loses nothing."""
     monkeypatch.setattr(settlement_module, "STUCK_S", 1.0)  # wide enough that the queued commits arrive before it
+    written: Counter[str] = Counter()
+    record = journal.CommitJournal.record
+
+    def counting(self: Any, entry: Any) -> None:
+        written[entry.reservation_id] += 1
+        record(self, entry)
+
+    monkeypatch.setattr(journal.CommitJournal, "record", counting)
     stack.budget("", 100_000_000)
     with FaultProxy(stack.base_url) as proxy:
         proxy.add(path="/commit", method="POST", hold=True)
@@ -97,6 +107,7 @@ def test_commits_behind_a_hung_request_are_journaled_without_a_later_commit(
         settlement.commit(ids[1], bodies(1))
         settlement.commit(ids[2], bodies(2))
         assert stack.wait_for(lambda: len(list(Path(stack.journal_dir).rglob("*.json"))) == 3)
+        assert written == {reservation_id: 1 for reservation_id in ids}  # the one in flight too, each once
         proxy.clear()
         proxy.release_held()
         assert stack.wait_for(lambda: stack.spent() == 6_000 and not stack.active())
