@@ -36,6 +36,11 @@ _MISSING = object()
 
 
 async def _off_loop(hook: Callable[..., Context], context: Context, args: tuple[Any, ...], kwargs: Any) -> Context:
+    loop = asyncio.get_running_loop()
+    if len(asyncio.all_tasks(loop)) <= 1:
+        # The run is alone on its loop (one `agent.run()`): blocking the loop stalls nobody, and the hop to a pool
+        # thread and back would cost more than it saves (~0.3 ms per hook, BENCHMARKS.md "Where the time goes").
+        return hook(context, *args, **kwargs)
     span = _frameworks.started_span(context)  # on the loop, before anything can move current_span
     copied = contextvars.copy_context()
     copied.run(HOOK_TASK.set, asyncio.current_task())
@@ -45,7 +50,7 @@ async def _off_loop(hook: Callable[..., Context], context: Context, args: tuple[
         return hook(context, *args, **kwargs)
 
     try:
-        return await asyncio.get_running_loop().run_in_executor(_POOL, copied.run, call)
+        return await loop.run_in_executor(_POOL, copied.run, call)
     finally:
         for var, value in copied.items():
             if var is not HOOK_TASK and var.get(_MISSING) is not value:
