@@ -5,7 +5,8 @@ reservation round trip in `before_llm_call` / `before_tool_execution` (or the en
 blocks the thread that runs the hook. For tinyagent that thread is the event loop: every other run on that loop (how
 a service runs many agents) stalls for each round trip. tinyagent awaits hooks that are coroutine functions, so while
 a tinyagent agent is wrapped for its runs, its `CyclesBudgetCallback`s are swapped for `AsyncHooks`, whose blocking
-hooks run the same synchronous code on a small thread pool and await it. The after-hooks do no network I/O and stay
+hooks run the same synchronous code on a small thread pool and await it; a run alone on its loop (one `agent.run()`)
+runs them inline, since it would only wait for the pool thread itself. The after-hooks do no network I/O and stay
 on the loop: they must, since they hand the span to end over to AnyAgent's `SpanEndCallback` through a thread-local.
 
 A hook run on a pool thread sees the task's context variables, and its changes to them are copied back to the task
