@@ -12,42 +12,17 @@
 #   collector/build-jaeger.sh --force    # rebuild even if cached
 set -euo pipefail
 
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# Cache root, --force, the build lock and Go's setup, shared with build.sh.
+source "$here/_go-build-env.sh" "$@"  # passes --force on
 jaeger_version="v1.76.0"  # = Jaeger v2.13.0 (v2 is released under v1.x module tags); docker-compose.yaml pins that image
-cache="${OTEL_CYCLES_CACHE:-$HOME/.cache/otel-cycles}"
-
-force=0
-if [[ "${1:-}" == "--force" ]]; then force=1; fi
+cache="$go_build_cache"
 
 dest="$cache/jaeger-$jaeger_version"
 binary="$dest/jaeger"
-if [[ -x "$binary" && "$force" == 0 ]]; then
-  echo "$binary"
-  exit 0
-fi
-
-mkdir -p "$cache"
-# Serialise concurrent builds: the second waits, then finds the binary cached.
-exec 9>"$cache/build-jaeger.lock"
-flock 9
-if [[ -x "$binary" && "$force" == 0 ]]; then
-  echo "$binary"
-  exit 0
-fi
-
-# Only a build needs Go: a cached binary is returned above without it.
-if ! command -v go >/dev/null 2>&1; then
-  for candidate in /usr/local/go/bin /usr/lib/go/bin; do
-    if [[ -x "$candidate/go" ]]; then PATH="$candidate:$PATH"; fi
-  done
-fi
-command -v go >/dev/null 2>&1 || { echo "build-jaeger.sh: Go is not installed (need go >= 1.25 on PATH)" >&2; exit 1; }
-
-export GOPATH="$cache/go"
-export GOMODCACHE="$cache/go/pkg/mod"
-export GOCACHE="$cache/go-build"
-export GOFLAGS="-modcacherw -buildvcs=false"
-export CGO_ENABLED=0
-export GOTOOLCHAIN="${GOTOOLCHAIN:-auto}"
+go_build_exit_if_cached "$binary"
+go_build_lock_or_exit_if_cached build-jaeger.lock "$binary"
+go_build_setup_go build-jaeger.sh
 
 work="$(mktemp -d "$cache/build-jaeger.XXXXXX")"
 trap 'rm -rf "$work"' EXIT

@@ -12,46 +12,21 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# Cache root, --force, the build lock and Go's setup, shared with build-jaeger.sh.
+source "$here/_go-build-env.sh" "$@"  # passes --force on
 manifest="$here/builder-config.yaml"
-cache="${OTEL_CYCLES_CACHE:-$HOME/.cache/otel-cycles}"
+cache="$go_build_cache"
 ocb_version="v0.158.0"  # keep equal to the core component versions in the manifest
-
-force=0
-if [[ "${1:-}" == "--force" ]]; then force=1; fi
 
 digest="$(sha256sum "$manifest" | cut -d' ' -f1)"
 dest="$cache/otelcol-$digest"
 binary="$dest/otelcol-cycles"
 
-if [[ -x "$binary" && "$force" == 0 ]]; then
-  echo "$binary"
-  exit 0
-fi
-
-mkdir -p "$cache"
-# Serialise concurrent builds (two pytest sessions, CI retries): the second waits, then finds the binary cached.
-exec 9>"$cache/build.lock"
-flock 9
-if [[ -x "$binary" && "$force" == 0 ]]; then
-  echo "$binary"
-  exit 0
-fi
-
-# Only a build needs Go: a cached binary is returned above without it.
-if ! command -v go >/dev/null 2>&1; then
-  for candidate in /usr/local/go/bin /usr/lib/go/bin; do
-    if [[ -x "$candidate/go" ]]; then PATH="$candidate:$PATH"; fi
-  done
-fi
-command -v go >/dev/null 2>&1 || { echo "build.sh: Go is not installed (need go >= 1.25 on PATH)" >&2; exit 1; }
-
-export GOPATH="$cache/go"
-export GOMODCACHE="$cache/go/pkg/mod"
-export GOCACHE="$cache/go-build"
+go_build_exit_if_cached "$binary"
+go_build_lock_or_exit_if_cached build.lock "$binary"
+go_build_setup_go build.sh
+# ocb is installed into the cache too (only this script installs a Go tool; build-jaeger.sh builds with -o).
 export GOBIN="$cache/bin"
-export GOFLAGS="-modcacherw -buildvcs=false"
-export CGO_ENABLED=0
-export GOTOOLCHAIN="${GOTOOLCHAIN:-auto}"
 
 builder="$GOBIN/builder-$ocb_version"
 if [[ ! -x "$builder" ]]; then

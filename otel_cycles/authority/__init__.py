@@ -27,6 +27,7 @@ from otel_cycles.authority._errors import CyclesProtocolError
 from otel_cycles.authority._listing import list_reservations
 from otel_cycles.authority._permissions import DEFAULT_KEY_PERMISSIONS, PERMISSIONS
 from otel_cycles.authority._server import BackgroundServer, ServerHandle, run_foreground
+from otel_cycles.authority.admin_client import budget_create_body
 from otel_cycles.authority.ledger import Clock, SQLiteLedger
 
 __all__ = ["DEFAULT_KEY_PERMISSIONS", "PERMISSIONS", "CyclesProtocolError", "LocalAuthority", "SQLiteLedger", "serve"]
@@ -166,11 +167,9 @@ class LocalAuthority:
         commit_overage_policy: str | None = None,
     ) -> dict[str, Any]:
         """Create a budget at `scope` (e.g. `tenant:acme/workspace:prod`) and return its `BudgetLedger`."""
-        body: dict[str, Any] = {"scope": scope, "unit": unit, "allocated": {"unit": unit, "amount": allocated}}
-        if overdraft_limit:
-            body["overdraft_limit"] = {"unit": unit, "amount": overdraft_limit}
-        if commit_overage_policy:
-            body["commit_overage_policy"] = commit_overage_policy
+        body = budget_create_body(
+            scope, allocated, unit=unit, overdraft_limit=overdraft_limit, commit_overage_policy=commit_overage_policy
+        )
         return self.ledger.create_budget(body, None)
 
     def fund(self, scope: str, operation: str, amount: int, unit: str = "USD_MICROCENTS") -> dict[str, Any]:

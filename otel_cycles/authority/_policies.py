@@ -51,22 +51,9 @@ _MIN_MS = int(datetime(1, 1, 1, tzinfo=timezone.utc).timestamp() * 1000)
 _MAX_MS = int(datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=timezone.utc).timestamp() * 1000)
 _CAP_INTS = ("max_tokens", "max_steps_remaining", "cooldown_ms")
 _CAP_LISTS = ("tool_allowlist", "tool_denylist")
-_CREATE_FIELDS = frozenset(
-    {
-        "tenant_id",
-        "name",
-        "description",
-        "scope_pattern",
-        "priority",
-        "caps",
-        "commit_overage_policy",
-        "reservation_ttl_override",
-        "rate_limits",
-        "effective_from",
-        "effective_until",
-    }
-)
-_UPDATE_FIELDS = frozenset(
+# The fields create and update both accept: exactly what `_fields` validates, so the two requests cannot drift apart
+# on them. Create adds the policy's identity (owner, pattern), fixed once made; update adds its status.
+_SHARED_FIELDS = frozenset(
     {
         "name",
         "description",
@@ -77,9 +64,10 @@ _UPDATE_FIELDS = frozenset(
         "rate_limits",
         "effective_from",
         "effective_until",
-        "status",
     }
 )
+_CREATE_FIELDS = _SHARED_FIELDS | {"tenant_id", "scope_pattern"}
+_UPDATE_FIELDS = _SHARED_FIELDS | {"status"}
 _TTL_BOUNDS = {
     "default_ttl_ms": (1000, 86_400_000),
     "max_ttl_ms": (1000, 86_400_000),
@@ -224,7 +212,7 @@ def parse_ttl_override(value: Any) -> dict[str, int]:
 
 
 def _fields(body: dict[str, Any]) -> dict[str, Any]:
-    """Validate the fields create and update share; returns them normalized (timestamps in epoch ms)."""
+    """Validate `_SHARED_FIELDS` (those create and update share); returns them normalized (timestamps in epoch ms)."""
     if "rate_limits" in body:  # refused rather than stored and silently not enforced
         raise invalid("rate_limits is not supported by the embedded authority")
     out: dict[str, Any] = {}

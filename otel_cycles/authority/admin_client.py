@@ -12,7 +12,15 @@ from urllib.parse import quote
 
 import httpx
 
-__all__ = ["AdminClient", "AdminError", "InvalidScope", "MissingAdminKey", "Unreachable", "scope_tenant"]
+__all__ = [
+    "AdminClient",
+    "AdminError",
+    "InvalidScope",
+    "MissingAdminKey",
+    "Unreachable",
+    "budget_create_body",
+    "scope_tenant",
+]
 
 _PAGE = 100  # the smallest maximum page size among the list endpoints (API keys)
 
@@ -46,6 +54,24 @@ def scope_tenant(scope: str) -> str:
     if level != "tenant" or not sep or not tenant:
         raise InvalidScope(f"scope must start with tenant:<id>, got {scope!r}")
     return tenant.lower()
+
+
+def budget_create_body(
+    scope: str, allocated: int, *, unit: str, overdraft_limit: int, commit_overage_policy: str | None
+) -> dict[str, Any]:
+    """The `BudgetCreateRequest` body for a budget of `allocated` (and `overdraft_limit`) `unit` at `scope`.
+
+    Built in this one place for `AdminClient.create_budget` and the in-process `LocalAuthority.create_budget`, so the
+    two send the same request. Without `tenant_id`: the admin plane adds it, while the in-process ledger derives the
+    owner from the scope itself. A zero overdraft limit and no overage policy are left out: the server's defaults
+    apply.
+    """
+    body: dict[str, Any] = {"scope": scope, "unit": unit, "allocated": {"unit": unit, "amount": allocated}}
+    if overdraft_limit:
+        body["overdraft_limit"] = {"unit": unit, "amount": overdraft_limit}
+    if commit_overage_policy:
+        body["commit_overage_policy"] = commit_overage_policy
+    return body
 
 
 class AdminClient:
@@ -169,16 +195,10 @@ class AdminClient:
         commit_overage_policy: str | None = None,
     ) -> dict[str, Any]:
         """Create the budget of `(scope, unit)` on behalf of the scope's tenant."""
-        body: dict[str, Any] = {
-            "scope": scope,
-            "unit": unit,
-            "allocated": {"unit": unit, "amount": allocated},
-            "tenant_id": scope_tenant(scope),
-        }
-        if overdraft_limit:
-            body["overdraft_limit"] = {"unit": unit, "amount": overdraft_limit}
-        if commit_overage_policy:
-            body["commit_overage_policy"] = commit_overage_policy
+        body = budget_create_body(
+            scope, allocated, unit=unit, overdraft_limit=overdraft_limit, commit_overage_policy=commit_overage_policy
+        )
+        body["tenant_id"] = scope_tenant(scope)
         return dict(self.request("POST", "/v1/admin/budgets", body=body)[1])
 
     def fund(self, scope: str, operation: str, amount: int, unit: str = "USD_MICROCENTS") -> dict[str, Any]:

@@ -281,6 +281,32 @@ def _jaeger_spans(trace: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 @contextmanager
+def _started(
+    process: subprocess.Popen[bytes],
+    name: str,
+    *,
+    ready: Callable[[], bool],
+    what: str,
+    log_tail: Callable[[], str],
+) -> Iterator[None]:
+    """Wait up to 30 s until `process` is `ready`, then hand it over; stop it on exit (ready or not).
+
+    Shared by Jaeger and the Collector, so both fail the same way: a timeout or an early exit (`name` exited with
+    ...) raises with the tail of the process's log, which is where the reason is.
+    """
+    try:
+        try:
+            wait_for(lambda: process.poll() is not None or ready(), timeout=30, what=what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{log_tail()}") from None
+        if process.poll() is not None:
+            raise AssertionError(f"{name} exited with {process.returncode}:\n{log_tail()}")
+        yield
+    finally:
+        _stop(process)
+
+
+@contextmanager
 def run_jaeger(binary: Path, workdir: Path) -> Iterator[JaegerProcess]:
     """Start Jaeger with collector/jaeger.yaml, every listener on a free loopback port; stop it on exit."""
     ports = {name: free_port() for name in ("otlp", "http", "grpc")}
@@ -305,23 +331,14 @@ def run_jaeger(binary: Path, workdir: Path) -> Iterator[JaegerProcess]:
         otlp_grpc_endpoint=f"127.0.0.1:{ports['otlp']}",
         query_url=f"http://127.0.0.1:{ports['http']}",
     )
-    try:
-        try:
-            wait_for(
-                lambda: (
-                    process.poll() is not None
-                    or (_http_ok(f"{jaeger.query_url}/api/v3/services") and listening(jaeger.otlp_grpc_endpoint))
-                ),
-                timeout=30,
-                what="Jaeger's query API and OTLP intake",
-            )
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{jaeger.log_tail()}") from None
-        if process.poll() is not None:
-            raise AssertionError(f"Jaeger exited with {process.returncode}:\n{jaeger.log_tail()}")
+    with _started(
+        process,
+        "Jaeger",
+        ready=lambda: _http_ok(f"{jaeger.query_url}/api/v3/services") and listening(jaeger.otlp_grpc_endpoint),
+        what="Jaeger's query API and OTLP intake",
+        log_tail=jaeger.log_tail,
+    ):
         yield jaeger
-    finally:
-        _stop(process)
 
 
 def listening(endpoint: str) -> bool:
@@ -373,20 +390,14 @@ def run_collector(
         http_endpoint=f"http://127.0.0.1:{ports['http']}",
         metrics_address=f"127.0.0.1:{ports['prom']}",
     )
-    try:
-        try:
-            wait_for(
-                lambda: process.poll() is not None or _http_ok(f"http://127.0.0.1:{ports['health']}/"),
-                timeout=30,
-                what="the Collector's health check",
-            )
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{collector.log_tail()}") from None
-        if process.poll() is not None:
-            raise AssertionError(f"the Collector exited with {process.returncode}:\n{collector.log_tail()}")
+    with _started(
+        process,
+        "the Collector",
+        ready=lambda: _http_ok(f"http://127.0.0.1:{ports['health']}/"),
+        what="the Collector's health check",
+        log_tail=collector.log_tail,
+    ):
         yield collector
-    finally:
-        _stop(process)
 
 
 @dataclass

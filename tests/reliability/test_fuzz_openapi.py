@@ -15,25 +15,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import schemathesis
-from hypothesis import HealthCheck, given, settings
-from schemathesis import checks as st_checks
 
 from otel_cycles.authority import LocalAuthority
 
+from .schemathesis_fuzz import fuzz_document
+
 # A byte-identical copy of shared/reference/cycles-protocol-v0.yaml (Cycles protocol v0, info.version 0.1.25.16).
 SPEC = Path(__file__).with_name("cycles-protocol-v0.yaml")
-EXCLUDED = {
-    "negative_data_rejection",
-    "positive_data_acceptance",
-    "use_after_free",
-    "ensure_resource_availability",
-    "missing_required_header",
-    "ignored_auth",
-}
+# The examples this test has always drawn (see `fuzz_document`).
+SEED = 0x3E648B092EEAC79C40CEF2C93EABF5E4C43A342C0BCAFDB5341C0FDC2A87AB25CC8FE160ACB952010D84E0BE8B525F26
 
 
 @pytest.fixture(scope="module")
@@ -48,30 +40,8 @@ def fuzzed() -> Iterator[tuple[LocalAuthority, str]]:
 
 def test_runtime_api_conforms_to_the_document(fuzzed) -> None:
     authority, key = fuzzed
-    schema = schemathesis.openapi.from_path(SPEC)
-    selected: list[Any] = [c for c in st_checks.CHECKS.get_all() if c.__name__ not in EXCLUDED]
-    failures: list[str] = []
-    statuses: dict[int, int] = {}
-    operations = 0
-    for result in schema.get_all_operations():
-        operation = result.ok()  # type: ignore[union-attr]
-        operations += 1
-
-        @given(case=operation.as_strategy())
-        @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
-                  database=None)  # fmt: skip
-        def fuzz(case: schemathesis.Case[Any]) -> None:
-            response = case.call(base_url=authority.base_url, headers={"X-Cycles-API-Key": key}, timeout=10)
-            statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
-            if response.status_code >= 500:
-                failures.append(f"{case.method} {case.path}: {response.status_code} {response.text[:300]}")
-                return
-            try:
-                case.validate_response(response, checks=selected)
-            except Exception as exc:  # collect, so one run reports every violating operation
-                failures.append(f"{case.method} {case.formatted_path}: {str(exc)[:600]}")
-
-        fuzz()
+    run = fuzz_document(SPEC, authority.base_url, {"X-Cycles-API-Key": key}, max_examples=25, seed_value=SEED)
+    operations, statuses, failures = run.operations, run.statuses, run.failures
     assert operations >= 10
     assert sum(statuses.values()) >= 10 * operations, statuses
     assert any(200 <= status < 300 for status in statuses), statuses  # not only rejections
