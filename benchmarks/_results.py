@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import re
 from datetime import date
@@ -16,15 +17,16 @@ _HEADER = "# Benchmarks\n\nMeasured figures, each section written by the command
 
 
 def machine() -> str:
-    import os
-
     return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def write_section(title: str, body: str, path: Path = RESULTS) -> None:
     """Replace (or append) the section `## {title}` with `body`, stamped with today's date."""
     text = path.read_text() if path.exists() else _HEADER.format(machine=machine())
-    section = f"## {title}\n\n_Measured {date.today().isoformat()} on {machine()}._\n\n{body.strip()}\n"
+    # The load average says whether other jobs shared the machine while the figures were taken.
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    stamp = f"_Measured {date.today().isoformat()} on {machine()}; load average {load} (1, 5, 15 min) when written._"
+    section = f"## {title}\n\n{stamp}\n\n{body.strip()}\n"
     pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
     if pattern.search(text):
         text = pattern.sub(lambda _: section + "\n", text)

@@ -45,7 +45,9 @@ from benchmarks.bench_authority import setup, start_server
 from benchmarks.guide_recipe import GuideBudgetCallback
 from otel_cycles import CyclesBudgetCallback
 
-VARIANTS = ("none", "guide", "ours")
+VARIANTS = ("none", "guide", "ours", "ours_nowait")
+"""`ours_nowait`: otel-cycles with `settle_timeout_s=0` (the end of a run does not wait for its commits)."""
+WAVE_VARIANTS = ("none", "guide", "ours")
 FRAMEWORKS = ("tinyagent", "openai")
 LATENCY_ROWS = ((0, 0), (20, 0), (200, 50))
 """(model latency ms, tool latency ms)."""
@@ -112,10 +114,14 @@ class Env:
             return [GuideBudgetCallback(client, tenant="bench", agent="a1")]
         if variant == "ours":
             return [CyclesBudgetCallback(client=client, tenant="bench", agent="a1")]
+        if variant == "ours_nowait":
+            return [CyclesBudgetCallback(client=client, tenant="bench", agent="a1", settle_timeout_s=0)]
         return []
 
 
-def make_agents(env: Env, framework: str, model_url: str, tool_ms: int) -> dict[str, AnyAgent]:
+def make_agents(
+    env: Env, framework: str, model_url: str, tool_ms: int, variants: tuple[str, ...] = VARIANTS
+) -> dict[str, AnyAgent]:
     return {
         variant: AnyAgent.create(
             framework,
@@ -128,7 +134,7 @@ def make_agents(env: Env, framework: str, model_url: str, tool_ms: int) -> dict[
                 callbacks=env.callback(variant),
             ),
         )
-        for variant in VARIANTS
+        for variant in variants
     }
 
 
@@ -176,12 +182,14 @@ def run_row(env: Env, framework: str, model_ms: int, tool_ms: int, calls: int, r
 def summarise(samples: dict[str, list[tuple[float, float]]], governed: int, per: str) -> dict[str, Any]:
     """Paired differences against the ungoverned variant of the same round, medians over rounds."""
     out: dict[str, Any] = {"governed_calls": governed}
-    for variant in ("guide", "ours"):
+    for variant in (v for v in samples if v != "none"):
         pairs = list(zip(samples[variant], samples["none"], strict=True))
         out[f"{variant}_ms"] = statistics.median(v[0] - b[0] for v, b in pairs) * 1000
         out[f"{variant}_cpu_ms_per_call"] = statistics.median(v[1] - b[1] for v, b in pairs) * 1000 / governed
     out["none_ms"] = statistics.median(s[0] for s in samples["none"]) * 1000
     out["ratio"] = out["ours_ms"] / out["guide_ms"] if out["guide_ms"] > 0 else float("nan")
+    if "ours_nowait_ms" in out:
+        out["nowait_ratio"] = out["ours_nowait_ms"] / out["guide_ms"] if out["guide_ms"] > 0 else float("nan")
     out["cpu_ratio"] = (
         out["ours_cpu_ms_per_call"] / out["guide_cpu_ms_per_call"] if out["guide_cpu_ms_per_call"] > 0 else float("nan")
     )
@@ -193,7 +201,7 @@ def run_waves(env: Env, framework: str, sizes: tuple[int, ...], rounds: int) -> 
     server, url = start_model(WAVE_MODEL_MS, 1)
     results = []
     try:
-        agents = make_agents(env, framework, url, 0)
+        agents = make_agents(env, framework, url, 0, WAVE_VARIANTS)
         loop = asyncio.new_event_loop()
 
         def wave(variant: str, n: int) -> None:
@@ -204,10 +212,10 @@ def run_waves(env: Env, framework: str, sizes: tuple[int, ...], rounds: int) -> 
 
         governed = governed_calls(loop.run_until_complete(agents["guide"].run_async(PROMPT)))
         for n in sizes:
-            for variant in VARIANTS:
+            for variant in WAVE_VARIANTS:
                 wave(variant, n)  # warm-up: connection pools grow to n
-            samples: dict[str, list[tuple[float, float]]] = {variant: [] for variant in VARIANTS}
-            order = list(VARIANTS)
+            samples: dict[str, list[tuple[float, float]]] = {variant: [] for variant in WAVE_VARIANTS}
+            order = list(WAVE_VARIANTS)
             for _ in range(rounds):
                 random.shuffle(order)
                 gc.collect()
@@ -215,8 +223,8 @@ def run_waves(env: Env, framework: str, sizes: tuple[int, ...], rounds: int) -> 
                     samples[variant].append(_timed(lambda v=variant, n=n: wave(v, n)))  # type: ignore[misc]
             row = summarise(samples, governed * n, per="wave")
             row |= {"framework": framework, "concurrent": n, "rounds": rounds, "model_ms": WAVE_MODEL_MS}
-            wave_s = {v: statistics.median(s[0] for s in samples[v]) for v in VARIANTS}
-            row["wave_ms"] = {v: wave_s[v] * 1000 for v in VARIANTS}
+            wave_s = {v: statistics.median(s[0] for s in samples[v]) for v in WAVE_VARIANTS}
+            row["wave_ms"] = {v: wave_s[v] * 1000 for v in WAVE_VARIANTS}
             row["governed_calls_per_s"] = {v: governed * n / wave_s[v] for v in ("guide", "ours")}
             results.append(row)
             print(_wave_line(row), flush=True)
@@ -230,6 +238,7 @@ def _row_line(r: dict[str, Any]) -> str:
     return (
         f"| {r['framework']} | {r['model_ms']} / {r['tool_ms']} ms | {r['llm_calls']} ({r['governed_calls']}) "
         f"| {r['none_ms']:.1f} ms | {r['guide_ms']:.2f} ms | {r['ours_ms']:.2f} ms | **{r['ratio']:.2f}** "
+        f"| {r['ours_nowait_ms']:.2f} ms ({r['nowait_ratio']:.2f}) "
         f"| {r['guide_cpu_ms_per_call']:.2f} / {r['ours_cpu_ms_per_call']:.2f} ms |"
     )
 
@@ -246,17 +255,18 @@ def _wave_line(r: dict[str, Any]) -> str:
 def report(rows: list[dict[str, Any]], waves: list[dict[str, Any]], command: str) -> str:
     head = (
         "| framework | model / tool latency | LLM calls per run (governed calls) | ungoverned run | guide overhead"
-        " per run | otel-cycles overhead per run | ratio | CPU per governed call, guide / ours |\n"
-        "|---|---|---|---|---|---|---|---|"
+        " per run | otel-cycles overhead per run | ratio | `settle_timeout_s=0`: overhead (ratio)"
+        " | CPU per governed call, guide / ours |\n"
+        "|---|---|---|---|---|---|---|---|---|"
     )
     wave_head = (
         "| framework | concurrent runs | wave wall time, none / guide / ours | guide overhead per wave"
         " | otel-cycles overhead per wave | ratio | governed calls/s, guide / ours |\n|---|---|---|---|---|---|---|"
     )
     return (
-        f"Command: `{command}` (results also in `benchmarks/results/agents.json`). Shared 2-core machine (other "
-        "jobs were running): absolute figures are noisy; the ratios come from the same rounds, variants shuffled "
-        "in every round.\n\n"
+        f"Command: `{command}` (results also in `benchmarks/results/agents.json`). The ratios come from the same "
+        "rounds, variants shuffled in every round. `settle_timeout_s=0` is otel-cycles without the end-of-run wait "
+        "for the run's commits (balances then settle about a round trip after `run()` returns).\n\n"
         "**Overhead per run** (wall time minus the ungoverned run of the same round, median over rounds):\n\n"
         + head
         + "\n"
