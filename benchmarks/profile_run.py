@@ -64,12 +64,12 @@ def _timed(record: list[float], fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def profile(calls: int, model_ms: int, runs: int, framework: str) -> str:
+def profile(calls: int, model_ms: int, runs: int, framework: str, tool_ms: int = 0) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         authority, base_url = start_server(os.path.join(tmp, "bench.db"))
         server, model_url = start_model(model_ms, calls - 1)
         try:
-            agent = make_agents(Env(base_url, setup(base_url)), framework, model_url, 0)["ours"]
+            agent = make_agents(Env(base_url, setup(base_url)), framework, model_url, tool_ms, ("ours",))["ours"]
             callback = next(c for c in agent.config.callbacks if isinstance(c, CyclesBudgetCallback))
             processor = ensure_processor()
             assert isinstance(processor, CyclesSpanProcessor)
@@ -93,7 +93,8 @@ def profile(calls: int, model_ms: int, runs: int, framework: str) -> str:
             authority.terminate()
             authority.wait(10)
     lines = [
-        f"{framework}, {calls} LLM calls per run, {model_ms} ms model latency, {runs} runs; median run "
+        f"{framework}, {calls} LLM calls per run, {model_ms} ms model latency, {tool_ms} ms tool latency, {runs} runs; "
+        f"median run "
         f"{statistics.median(walls) * 1000:.1f} ms.\n",
         "| phase | calls per run | wall ms per call (median) | wall ms per run | what it does |",
         "|---|---|---|---|---|",
@@ -118,10 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--calls", type=int, default=8)
     parser.add_argument("--model-ms", type=int, default=20)
+    parser.add_argument("--tool-ms", type=int, default=0)
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--framework", default="tinyagent")
     args = parser.parse_args(argv)
-    print(profile(args.calls, args.model_ms, args.runs, args.framework))
+    print(profile(args.calls, args.model_ms, args.runs, args.framework, args.tool_ms))
     return 0
 
 

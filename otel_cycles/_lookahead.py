@@ -2,7 +2,11 @@
 
 An LLM call that answered with tool calls is followed by those tool calls, and by another LLM call once the tools
 return. As soon as the answer is in (`after_llm_call`), the reservations of the tools it names and of that next LLM
-call are sent from the Settlement's lookahead lane, beside (not behind) the answer's commit. The next LLM call's is
+call are sent from the Settlement's lookahead lane, beside (not behind) the answer's commit, by one lane thread in
+that order: the tools come first (their hooks come right after the answer), and a single-threaded authority answers
+in arrival order. A lookahead its call finds still unsent (the agent's thread outran the lane, as tinyagent's does
+when a tool follows its answer at once) is sent by the call itself: the same request, made once, and the lane waits
+for it before it sends the rest of the batch, so the next LLM call's never competes with it. The next LLM call's is
 sized with headroom: the same amount for fixed estimates, twice the last one for estimates priced from a request that
 grows with every step; a tool's is its estimate. The call's before-hook adopts its lookahead when it is back,
 ALLOWed, for the same action, at least as big as that call's own estimate, and at least half its lease left;
@@ -22,7 +26,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from opentelemetry.trace import StatusCode
@@ -85,7 +89,8 @@ def worth_it(amount: int, balances: Any) -> bool:
 class Lookahead:
     """One background reservation request for a run's next LLM call. Thread-safe.
 
-    States: queued → sent → done, or queued → cancelled (claimed before the worker sent it: it never will).
+    States: queued → sent → done (sent by the lane, or by the call that claims it first), or queued → cancelled
+    (dropped before anyone sent it: it never will be).
     """
 
     def __init__(self, body: dict[str, Any], amount: int) -> None:
@@ -109,31 +114,44 @@ class Lookahead:
         action: dict[str, Any] = self.body["action"]
         return action
 
-    def send(self, client: CyclesClient) -> Allowed | None:
-        """Make the request (on the Settlement worker). Returns an ALLOWed reservation nobody will claim any more,
-        which the caller must release; else None."""
+    def send(self, client: CyclesClient, timeout: float) -> Allowed | None:
+        """Make the request (on the lookahead lane), or, if its call is sending it, wait up to `timeout` for that.
+        Returns an ALLOWed reservation nobody will claim any more, which the caller must release; else None."""
         with self._lock:
-            if self._state != "queued":
-                return None
-            self._state = "sent"
-        result = reserve(client, self.body)
+            queued = self._state == "queued"
+            if queued:
+                self._state = "sent"
+        if not queued:
+            self._done.wait(timeout)  # the batch's next request goes out only after this one was answered
+            return None
+        return self._finish(reserve(client, self.body))
+
+    def _finish(self, result: ReserveResult) -> Allowed | None:
         with self._lock:
             self.result, self.received_at, self._state = result, time.monotonic(), "done"
             orphaned = self._abandoned
         self._done.set()
         return result if orphaned and isinstance(result, Allowed) else None
 
-    def claim(self, timeout: float) -> tuple[Allowed | None, str]:
-        """Take the reservation, waiting up to `timeout` if the request is in flight.
+    def claim(
+        self, timeout: float, send_here: Callable[[dict[str, Any]], ReserveResult] | None = None
+    ) -> tuple[Allowed | None, str]:
+        """Take the reservation, waiting up to `timeout` if the request is in flight. If it is still unsent, send it
+        now with `send_here` (the call's own reservation request), or, without one, cancel it.
 
-        Returns it with outcome `claimed`, or None with why not: `not_sent` (it was still queued; now it never will
-        be), `not_allowed` (denied or unreachable), `late` (not back in time: the worker releases it when it is).
+        Returns it with outcome `claimed`, or None with why not: `not_sent` (cancelled unsent), `not_allowed` (denied
+        or unreachable), `late` (not back in time: the worker releases it when it is).
         """
         with self._lock:
-            if self._state == "queued":
-                self._state = "cancelled"
+            queued = self._state == "queued"
+            if queued:
+                self._state = "sent" if send_here is not None else "cancelled"
+        if queued:
+            if send_here is None:
+                self._done.set()  # the lane skips it without waiting
                 return None, "not_sent"
-        if not self._done.wait(timeout):
+            self._finish(send_here(self.body))
+        elif not self._done.wait(timeout):
             with self._lock:
                 if self._state != "done":
                     self._abandoned = True

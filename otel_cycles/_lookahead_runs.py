@@ -8,6 +8,7 @@ end of the run.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -17,7 +18,7 @@ from otel_cycles._accounting import TOOL_KIND
 from otel_cycles._lookahead import Lookahead
 from otel_cycles._reaper import REAPER
 from otel_cycles._registry import PendingReservation, RunState
-from otel_cycles._reserve import Allowed
+from otel_cycles._reserve import Allowed, ReserveResult
 from otel_cycles._settlement import Settlement, release_body
 
 __all__ = ["LOOKAHEAD_WAIT_S", "RunLookaheads"]
@@ -35,40 +36,45 @@ class RunLookaheads:
         self._body = body
         """Builds the reservation request of an action and amount."""
 
-    def make(self, pending: PendingReservation, amount: int) -> None:
-        """Make the reservation of the run's next LLM call; at most one per run at a time."""
+    def make(self, pending: PendingReservation, tools: list[tuple[str, int]], next_llm: int | None) -> None:
+        """Reserve the tool calls an answer names, `(tool, estimate)`, while together they are no bigger than what the
+        run may hold ahead for its next LLM call, and then that next LLM call (`next_llm`: its amount; None: the answer
+        ends the run). One lane thread sends them in that order: the tool calls come first, right after this hook,
+        while the next LLM call comes only after them, and a single-threaded authority answers in arrival order."""
         run = pending.run
-        lookahead = Lookahead(self._body(dict(pending.action), amount), amount)
-        with run.lock:
-            if run.lookahead is not None or run.denial is not None:
-                return
-            run.lookahead = lookahead
-        self._send(run, lookahead)
-
-    def make_tools(self, pending: PendingReservation, tools: list[tuple[str, int]]) -> None:
-        """Reserve the tool calls an answer names, `(tool, estimate)`, while together they are no bigger than what
-        the run may hold ahead for its next LLM call."""
+        batch: list[Lookahead] = []
         room = pending.lookahead_amount or 0
-        run = pending.run
         for tool, estimate in tools:
             room -= estimate
             if room < 0:
+                break
+            batch.append(Lookahead(self._body({"kind": TOOL_KIND, "name": tool[:256]}, estimate), estimate))
+        llm = Lookahead(self._body(dict(pending.action), next_llm), next_llm) if next_llm is not None else None
+        with run.lock:
+            if run.denial is not None:
                 return
-            lookahead = Lookahead(self._body({"kind": TOOL_KIND, "name": tool[:256]}, estimate), estimate)
-            with run.lock:
-                if run.denial is not None:
-                    return
-                run.tool_lookaheads.append(lookahead)
-            self._send(run, lookahead)
+            run.tool_lookaheads.extend(batch)
+            if llm is not None and run.lookahead is None:  # at most one per run at a time
+                run.lookahead = llm
+                batch.append(llm)
+        if batch:
+            self._send(run, batch)
 
-    def claim(self, run: RunState, action: dict[str, Any], estimate: int) -> tuple[Lookahead, Allowed] | None:
-        """The run's lookahead reservation if it fits this call; else None (an unfit one is released)."""
+    def claim(
+        self,
+        run: RunState,
+        action: dict[str, Any],
+        estimate: int,
+        send_here: Callable[[dict[str, Any]], ReserveResult],
+    ) -> tuple[Lookahead, Allowed] | None:
+        """The run's lookahead reservation if it fits this call; else None (an unfit one is released). One the lane
+        has not sent yet is sent now with `send_here` if it fits, else never."""
         lookahead = run.take_lookahead(action if action["kind"] == TOOL_KIND else None)
         if lookahead is None:
             return None
-        allowed, outcome = lookahead.claim(LOOKAHEAD_WAIT_S)
+        fits = lookahead.action == action and lookahead.amount >= estimate
+        allowed, outcome = lookahead.claim(LOOKAHEAD_WAIT_S, send_here if fits else None)
         if allowed is not None:
-            fits = lookahead.action == action and lookahead.amount >= estimate
             if fits and lookahead.lease_left_ms(allowed, self._ttl_ms) >= self._ttl_ms / 2:
                 metrics.lookahead.add(1, {"outcome": "adopted"})
                 return lookahead, allowed
@@ -89,16 +95,18 @@ class RunLookaheads:
                 ticket = max(ticket, self._release(run, lookahead, allowed, reason))
         return ticket
 
-    def _send(self, run: RunState, lookahead: Lookahead) -> None:
-        self._settlement.look_ahead(lookahead)
+    def _send(self, run: RunState, batch: list[Lookahead]) -> None:
+        self._settlement.look_ahead(batch)
         # A cancelled run reaches neither its next call nor after_agent_invocation; a long tool call makes the
         # lookahead too old to adopt. Either way, release it rather than hold budget for nothing.
-        REAPER.watch_call(
-            lookahead,
-            lambda: run.holds(lookahead),
-            lambda: self.drop(run, "lookahead not used", wait_s=LOOKAHEAD_WAIT_S) > 0,
-            deadline=time.monotonic() + self._ttl_ms / 2000,
-        )
+        deadline = time.monotonic() + self._ttl_ms / 2000
+        for lookahead in batch:
+            REAPER.watch_call(
+                lookahead,
+                functools.partial(run.holds, lookahead),
+                lambda: self.drop(run, "lookahead not used", wait_s=LOOKAHEAD_WAIT_S) > 0,
+                deadline=deadline,
+            )
 
     def _release(self, run: RunState, lookahead: Lookahead, allowed: Allowed, reason: str) -> int:
         reservation_id = allowed.response.reservation_id

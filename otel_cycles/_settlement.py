@@ -27,7 +27,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -50,7 +50,9 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_QUEUE = 10_000
 _LANE_THREADS = 2
-"""Lookahead requests in flight at once per client: a run's next LLM call and a tool, or two runs' next calls."""
+"""Lookahead batches (the tool calls and the next LLM call one answer named) in flight at once per client."""
+_CALL_SEND_WAIT_S = 5.0
+"""Longest the lane waits for a call sending its own lookahead before it sends the rest of that batch."""
 STUCK_S = 0.2
 """A worker busy with one request for longer than this is stuck on a slow authority: the commits queued unjournaled
 behind that request are then journaled without it (by the next caller, or by the journal guard if none comes), so a
@@ -191,8 +193,9 @@ class LookaheadRequest(Protocol):
     @property
     def key(self) -> str: ...
 
-    def send(self, client: CyclesClient) -> Any:
-        """Make the request; return an allowed response nobody will claim any more (to release), else None."""
+    def send(self, client: CyclesClient, timeout: float) -> Any:
+        """Make the request, or wait up to `timeout` for its call sending it; return an allowed response nobody will
+        claim any more (to release), else None."""
 
 
 @contextmanager
@@ -233,6 +236,8 @@ class Settlement:
         """`time.monotonic()` when the worker sent its current request; None between requests."""
         self._worker: threading.Thread | None = None
         self._guard: threading.Thread | None = None
+        self._busy = threading.Event()
+        """Set while the worker has work: wakes the journal guard."""
         self._closed = False
         self._lane = ThreadPoolExecutor(max_workers=_LANE_THREADS, thread_name_prefix="otel-cycles-lookahead")
 
@@ -264,25 +269,28 @@ class Settlement:
         """Queue a release. Never raises, never does network I/O."""
         return self._submit("release", reservation_id, body)
 
-    def look_ahead(self, lookahead: LookaheadRequest) -> None:
-        """Send a lookahead reservation on the lookahead lane. Never raises, never does network I/O.
+    def look_ahead(self, batch: Sequence[LookaheadRequest]) -> None:
+        """Send lookahead reservations, in order, on one thread of the lookahead lane. Never raises, never does network
+        I/O.
 
-        Not sent at all once the Settlement is closed (the interpreter is exiting): its claim then finds it unsent.
+        Not sent at all once the Settlement is closed (the interpreter is exiting): their claims then find them unsent.
         """
         try:
-            self._lane.submit(self._send_lookahead, lookahead)
+            self._lane.submit(self._send_lookaheads, batch)
         except RuntimeError:
             metrics.settlement_errors.add(1, {"error.type": "closed", "cycles.operation": "lookahead"})
 
-    def _send_lookahead(self, lookahead: LookaheadRequest) -> None:
-        try:
-            with suppressed_instrumentation():
-                orphan = lookahead.send(self._client)
-            if orphan is not None:  # its run stopped waiting for it
-                self.release(orphan.response.reservation_id or "", release_body(lookahead.key, "lookahead not used"))
-        except Exception:
-            metrics.settlement_errors.add(1, {"error.type": "internal", "cycles.operation": "lookahead"})
-            logger.exception("otel-cycles failed to send a lookahead reservation")
+    def _send_lookaheads(self, batch: Sequence[LookaheadRequest]) -> None:
+        for lookahead in batch:
+            try:
+                with suppressed_instrumentation():
+                    orphan = lookahead.send(self._client, _CALL_SEND_WAIT_S)
+                if orphan is not None:  # its run stopped waiting for it
+                    reservation_id = orphan.response.reservation_id or ""
+                    self.release(reservation_id, release_body(lookahead.key, "lookahead not used"))
+            except Exception:
+                metrics.settlement_errors.add(1, {"error.type": "internal", "cycles.operation": "lookahead"})
+                logger.exception("otel-cycles failed to send a lookahead reservation")
 
     def record_event(self, reference: str, event_body: dict[str, Any]) -> None:
         """Record spend that had no reservation (fail-open) via `POST /v1/events`, journaled and retried."""
@@ -315,6 +323,7 @@ class Settlement:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+            self._busy.set()  # lets the journal guard see it
             queued = self._issued - self._attempted
         self._lane.shutdown(wait=False)
         left = self._engine.journaled() if self._engine.journal_dir else self._engine.in_flight() + queued
@@ -384,22 +393,24 @@ class Settlement:
             self._engine.journal_deferred()
 
     def _guard_journal(self) -> None:
-        """Journal the commits queued behind a request that has outlived `STUCK_S` (a slow or hung authority) when no
-        later caller comes to do it, e.g. the last commits of a run: a killed process must still replay them."""
+        """Journal the commits queued behind a request that has outlived `STUCK_S` (a slow or hung authority), and the
+        one in flight, when no later caller comes to do it, e.g. the last commits of a run: a killed process must still
+        replay them. Sleeps while the worker is idle; while it is busy, looks every `STUCK_S` (waking on every queue
+        event instead cost more CPU than a run's commits), so nothing waits unjournaled for much over `2 * STUCK_S`."""
         handled: tuple[float, int] | None = None  # a state already dealt with (a commit whose bodies failed to build)
         while True:
+            self._busy.wait()
+            time.sleep(STUCK_S)
             with self._cond:
-                while True:
-                    if self._closed:
-                        return
-                    started = self._request_started
-                    if started is None or (started, self._issued) == handled:
-                        self._cond.wait()
-                        continue
-                    left = started + STUCK_S - time.monotonic()
-                    if left <= 0:
-                        break
-                    self._cond.wait(left)
+                if self._closed:
+                    return
+                started = self._request_started
+                if started is None:
+                    if not self._queue:
+                        self._busy.clear()  # the worker sets it again with its next request, under _cond
+                    continue
+                if time.monotonic() - started < STUCK_S or (started, self._issued) == handled:
+                    continue
                 handled = (started, self._issued)
                 for op in self._take_unjournaled():  # under _cond, as in `journal_pending`
                     self._journal(op)
@@ -440,6 +451,7 @@ class Settlement:
                     self._journal(taken)
                 with self._cond:
                     self._request_started = time.monotonic()
+                    self._busy.set()
                 if ready:
                     self._execute(op)
             except Exception:
@@ -518,6 +530,7 @@ class Settlement:
         self._queue = deque()
         self._issued = self._attempted = 0
         self._worker = self._guard = None
+        self._busy = threading.Event()
         self._lane = ThreadPoolExecutor(max_workers=_LANE_THREADS, thread_name_prefix="otel-cycles-lookahead")
 
 

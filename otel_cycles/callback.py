@@ -283,9 +283,7 @@ class CyclesBudgetCallback(Callback):
         pending = self._stamp_outcome(span)
         if pending is not None and pending.lookahead_amount is not None:
             tools = [(tool, self.estimates.tool(tool)[0]) for tool in named_tools(_attributes(span))]
-            self._lookaheads.make_tools(pending, tools)
-            if asks_for_tools(span):
-                self._lookaheads.make(pending, pending.lookahead_amount)
+            self._lookaheads.make(pending, tools, pending.lookahead_amount if asks_for_tools(span) else None)
         return context
 
     def after_tool_execution(self, context: Context, *args: Any, **kwargs: Any) -> Context:
@@ -385,7 +383,7 @@ class CyclesBudgetCallback(Callback):
             span.set_attributes(span_attributes)
             _stops.deny(context, span, run, refusal, kind=kind, name=name)
         started = time.perf_counter()
-        ahead = self._lookaheads.claim(run, action, estimate)
+        ahead = self._lookaheads.claim(run, action, estimate, self._reserve_request)
         landed: int | None = None
         result: ReserveResult
         if ahead is not None:

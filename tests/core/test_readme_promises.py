@@ -35,7 +35,6 @@ from runcycles import AsyncCyclesClient, CyclesClient, CyclesConfig
 import otel_cycles
 from otel_cycles import BudgetExceeded, CyclesBudgetCallback, CyclesSpanProcessor, ReservationRejected
 from otel_cycles import _lookahead_runs as lookahead_runs
-from otel_cycles import _settlement as settlement_module
 from otel_cycles import metrics as metrics_module
 from otel_cycles._request_size import size_request
 from otel_cycles._settlement import Settlement
@@ -375,13 +374,10 @@ def proxied(tenant: Tenant, tmp_path: Path) -> Iterator[tuple[FaultProxy, Cycles
         yield proxy, CyclesClient(config)
 
 
-def test_a_queued_lookahead_is_cancelled_unsent(
-    tenant: Tenant, proxied: Any, metric_reader, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_lookahead_still_unsent_is_sent_once_by_its_call(tenant: Tenant, proxied: Any, metric_reader) -> None:
     proxy, client = proxied
-    # One lookahead-lane thread, stuck on the tool's lookahead (sent first): the next LLM call's lookahead waits in the
-    # lane's queue behind it, so the next call finds it unsent and cancels it.
-    monkeypatch.setattr(settlement_module, "_LANE_THREADS", 1)
+    # The lane sends an answer's lookaheads in order, tools first: with the tool's held at the proxy, the next LLM
+    # call's waits unsent behind it, so that call sends it itself, and the lane never sends it again.
     tenant.budget("", 10_000_000_000)
     before = lookahead_outcomes(metric_reader)
     callback = CyclesBudgetCallback(client=client, tenant=tenant.id, llm_estimate=1_000_000)
@@ -391,20 +387,23 @@ def test_a_queued_lookahead_is_cancelled_unsent(
     run.finish_llm(first, asks_for_tools=True)
     assert run.state.lookahead is not None
     wait_until(lambda: len(proxy.requests(RESERVE, "POST")) == 2)  # the first call's, then the held tool lookahead
-    second = run.start_llm()  # claims the still-queued LLM lookahead: it will never be sent
-    assert "cycles.lookahead" not in second.attributes and second.attributes["cycles.decision"] == "ALLOW"
+    second = run.start_llm()  # finds the LLM lookahead unsent: sends it and adopts it
+    assert second.attributes["cycles.lookahead"] is True and second.attributes["cycles.decision"] == "ALLOW"
+    assert len(proxy.requests(RESERVE, "POST")) == 3
     release(proxy)
     run.finish_llm(second, asks_for_tools=False)
     run.end()
-    assert lookahead_outcomes(metric_reader) - before == Counter({"not_sent": 1, "unused": 1})
-    # Only three reservations ever reached the authority: the two calls' own and the tool's lookahead (released
-    # unused); the cancelled LLM lookahead never did.
+    assert lookahead_outcomes(metric_reader) - before == Counter({"adopted": 1, "unused": 1})
+    # Three reservations in all: the first call's, the LLM lookahead (sent once, by its call) and the tool's
+    # lookahead (released unused).
     wait_until(
         lambda: (
             Counter(str(r["status"]) for r in tenant.authority.reservations(tenant.id))
             == Counter({"COMMITTED": 2, "RELEASED": 1})
         )
     )
+    # (The held request itself may be retried with its own idempotency key once the proxy lets it go.)
+    assert len({r.idempotency_key for r in proxy.requests(RESERVE, "POST")}) == 3
     wait_until(lambda: tenant.spent() == 2 * llm_price(100, 10))
     assert tenant.active() == []
 
