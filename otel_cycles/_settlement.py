@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
 from opentelemetry import context as otel_context
@@ -75,6 +75,7 @@ class _Op:
     attempt: int = 0
     build: CommitBodies | None = None
     """Builds `body` and `event_body` of a commit on the worker, off the caller's thread."""
+    queued_at: float = field(default_factory=time.monotonic)
 
 
 class _JournalOnceEngine(CommitRetryEngine):
@@ -246,23 +247,8 @@ class Settlement:
         return self._base_url
 
     def commit(self, reservation_id: str, bodies: CommitBodies) -> int:
-        """Queue the commit, journaled. Never raises, never does network I/O.
-
-         The worker builds the commit's bodies and journals it, so the caller pays neither: at once if it is idle (in
-         `_handle_commit`), else right after its current request, together with everything queued meanwhile
-        . A worker stuck on a slow authority (`STUCK_S`) may not get there for a long time, so then
-         the caller journals its commit itself, and those queued unjournaled before it.
-        """
-        with self._cond:
-            started = self._request_started
-            stuck = started is not None and time.monotonic() - started > STUCK_S
-            if stuck:
-                for op in self._take_unjournaled():
-                    self._journal(op)
-        if stuck:
-            body, event_body = bodies()
-            self._engine.journal(reservation_id, body, event_body)
-            return self._submit("commit", reservation_id, body, event_body)
+        """Queue the commit. Never raises, never does network I/O, never writes a file: the worker builds its bodies,
+        and the journal guard journals it if it waits unlanded for `STUCK_S` (see the module docstring)."""
         return self._submit("commit", reservation_id, {}, build=bodies)
 
     def release(self, reservation_id: str, body: dict[str, Any]) -> int:
@@ -405,13 +391,15 @@ class Settlement:
                 if self._closed:
                     return
                 started = self._request_started
-                if started is None:
-                    if not self._queue:
-                        self._busy.clear()  # the worker sets it again with its next request, under _cond
+                if started is None and not self._queue:
+                    self._busy.clear()  # the worker sets it again with its next request, under _cond
                     continue
-                if time.monotonic() - started < STUCK_S or (started, self._issued) == handled:
+                # The oldest commit waiting: the one in flight, or the head of the queue (a long burst).
+                oldest = min(t for t in (started, self._queue[0].queued_at if self._queue else None) if t is not None)
+                state = (oldest, self._issued)
+                if time.monotonic() - oldest < STUCK_S or state == handled:
                     continue
-                handled = (started, self._issued)
+                handled = state
                 for op in self._take_unjournaled():  # under _cond, as in `journal_pending`
                     self._journal(op)
                 self._engine.journal_deferred()  # the request in flight
@@ -441,14 +429,9 @@ class Settlement:
                 if not self._queue:
                     return
                 op = self._queue.popleft()
-                ahead = self._take_unjournaled()
                 # Under _cond, so `journal_pending` finds the commit either still queued or deferred in the engine.
                 ready = self._prepare(op)
             try:
-                # Journal what queued up during the last request before the next one: a commit then waits
-                # unjournaled behind at most one request, and none of the callers wrote a file.
-                for taken in ahead:
-                    self._journal(taken)
                 with self._cond:
                     self._request_started = time.monotonic()
                     self._busy.set()
