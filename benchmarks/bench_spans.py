@@ -148,7 +148,7 @@ def throughput(client: CyclesClient, spans: int, rounds: int) -> dict[str, Any]:
 
 def report(r: dict[str, Any], command: str) -> str:
     return (
-        f"Command: `{command}` (results also in `benchmarks/results/spans.json`). Shared 2-core machine.\n\n"
+        f"Command: `{command}` (results also in `benchmarks/results/spans.json`).\n\n"
         f"{r['spans']} `call_llm` spans per round, each carrying a real reservation, x {r['rounds']} alternating "
         "rounds (median of per-round figures):\n\n"
         "| | BatchSpanProcessor alone | CyclesSpanProcessor + BatchSpanProcessor |\n|---|---|---|\n"
