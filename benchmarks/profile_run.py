@@ -25,7 +25,7 @@ from typing import Any
 
 from benchmarks.bench_agents import PROMPT, Env, make_agents, start_model, stop
 from benchmarks.bench_authority import setup, start_server
-from otel_cycles import CyclesBudgetCallback, CyclesSpanProcessor
+from otel_cycles import CyclesBudgetCallback, CyclesSpanProcessor, metrics
 from otel_cycles.processor import ensure_processor
 
 PHASES = (
@@ -64,6 +64,18 @@ def _timed(record: list[float], fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+class _CountedOutcomes:
+    """Stands in for the `cycles.lookahead` counter during the timed runs, tallying its outcomes."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.outcomes: collections.Counter[str] = collections.Counter()
+
+    def add(self, amount: int, attributes: Any = None, *args: Any, **kwargs: Any) -> None:
+        self.outcomes[str((attributes or {}).get("outcome", ""))] += amount
+        self.inner.add(amount, attributes, *args, **kwargs)
+
+
 def profile(calls: int, model_ms: int, runs: int, framework: str, tool_ms: int = 0) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         authority, base_url = start_server(os.path.join(tmp, "bench.db"))
@@ -80,6 +92,8 @@ def profile(calls: int, model_ms: int, runs: int, framework: str, tool_ms: int =
                 owner: Any = processor if name == "on_end" else callback
                 setattr(owner, name, _timed(times[name], getattr(owner, name)))
             walls = []
+            counted = _CountedOutcomes(metrics.lookahead)
+            metrics.lookahead = counted  # type: ignore[assignment]
             cpu_before = _thread_cpu()
             total_cpu = time.process_time()
             for _ in range(runs):
@@ -88,6 +102,7 @@ def profile(calls: int, model_ms: int, runs: int, framework: str, tool_ms: int =
                 walls.append(time.perf_counter() - started)
             cpu_after = _thread_cpu()
             total_cpu = time.process_time() - total_cpu
+            metrics.lookahead = counted.inner
         finally:
             stop(server)
             authority.terminate()
@@ -106,7 +121,9 @@ def profile(calls: int, model_ms: int, runs: int, framework: str, tool_ms: int =
                 f"| `{name}` | {len(samples) / runs:.0f} | {statistics.median(samples) * 1000:.3f} "
                 f"| {sum(samples) * 1000 / runs:.2f} | {what} |"
             )
+    outcomes = ", ".join(f"{name} {n}" for name, n in sorted(counted.outcomes.items())) or "none"
     lines += ["", f"Process CPU per run: {total_cpu * 1000 / runs:.1f} ms.", ""]
+    lines += [f"Lookahead outcomes over the {runs} runs (`cycles.lookahead`): {outcomes}.", ""]
     lines += ["| thread | CPU ms per run |", "|---|---|"]
     used = {name: cpu_after.get(name, 0.0) - cpu_before.get(name, 0.0) for name in cpu_after}
     for name, seconds in sorted(used.items(), key=lambda item: -item[1]):

@@ -1,7 +1,7 @@
 """A `CyclesClient` that sends its requests over plain `http.client` keep-alive connections instead of httpx.
 
 On the governance path every LLM call and tool call costs a reservation, a commit and often a lookahead. Through
-runcycles' httpx-based client each request costs ~1.1 ms of CPU on this project's benchmark machine, against ~0.3 ms
+runcycles' httpx-based client each request costs ~0.8 ms of CPU on this project's benchmark machine, against ~0.4 ms
 with a plain `http.client` connection (BENCHMARKS.md): httpx's request building, header merging and connection-pool
 bookkeeping dominate a loopback round trip. This subclass keeps runcycles as the protocol layer (same methods, same
 `CyclesResponse` objects, same error classification downstream) and replaces only `_post` / `_get`.
