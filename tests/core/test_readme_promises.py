@@ -44,7 +44,7 @@ from tests.conftest import Tenant
 from tests.core.agents import make_agent, search_web
 from tests.oracle import DEFAULT_TOOL_COST, Oracle, llm_price
 from tests.reliability.fault_proxy import FaultProxy, free_port
-from tests.reliability.helpers import metric_sum
+from tests.reliability.helpers import count_journal_writes, metric_sum
 
 ORACLE = Oracle(tool_costs={"search_web": DEFAULT_TOOL_COST})
 RESERVE = "/v1/reservations$"
@@ -596,17 +596,7 @@ def test_a_commit_that_lands_at_once_never_touches_the_journal(
     tenant: Tenant, model: ScriptedModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """README: the worker sends a commit at once and journals it only if it has not landed within 0.2 s."""
-    from runcycles import journal
-
-    written: Counter[str] = Counter()
-    original = journal.CommitJournal.record
-
-    def counting(self: Any, entry: Any) -> None:
-        written[entry.reservation_id] += 1
-        original(self, entry)
-
-    # Every write the journal does goes through CommitJournal.record (first attempts, retries, events).
-    monkeypatch.setattr(journal.CommitJournal, "record", counting)
+    written = count_journal_writes(monkeypatch)
     tenant.budget("", 100_000_000)
     make_agent(model, [CyclesBudgetCallback(client=tenant.client, tenant=tenant.id)]).run("Research budget governance")
     committed = {r["reservation_id"] for r in tenant.authority.reservations(tenant.id) if r["status"] == "COMMITTED"}

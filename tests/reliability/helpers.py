@@ -1,11 +1,15 @@
-"""Helpers shared by the reliability tests: the expected spend of a run (priced by the oracle) and metric sums."""
+"""Helpers shared by the reliability tests: the expected spend of a run (priced by the oracle), metric sums and
+journal writes."""
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
+import pytest
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from runcycles import journal
 
 from tests.oracle import DEFAULT_TOOL_COST, Oracle
 
@@ -39,3 +43,17 @@ def metric_sum(reader: InMemoryMetricReader, name: str, **match: Any) -> float:
                     if all(attributes.get(k) == v for k, v in match.items()):
                         total += point.value  # type: ignore[union-attr]
     return total
+
+
+def count_journal_writes(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """Journal writes per reservation id from now on, for the rest of the test: every write runcycles' journal does
+    goes through `CommitJournal.record` (first attempts, retries, events)."""
+    written: Counter[str] = Counter()
+    record = journal.CommitJournal.record
+
+    def counting(self: Any, entry: Any) -> None:
+        written[entry.reservation_id] += 1
+        record(self, entry)
+
+    monkeypatch.setattr(journal.CommitJournal, "record", counting)
+    return written

@@ -7,13 +7,11 @@ import os
 import signal
 import subprocess
 import sys
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from runcycles import journal
 
 from otel_cycles import CyclesBudgetCallback
 from otel_cycles import _settlement as settlement_module
@@ -22,6 +20,7 @@ from otel_cycles.testing import ScriptedModel
 from tests.oracle import DEFAULT_TOOL_COST, llm_price
 from tests.reliability.conftest import Stack
 from tests.reliability.fault_proxy import FaultProxy
+from tests.reliability.helpers import count_journal_writes
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,14 +70,7 @@ def test_commits_behind_a_hung_request_are_journaled_without_a_later_commit(
     """The last commits of a run queue behind a commit the authority never answers, and no later commit comes to
     journal them: the Settlement's journal guard does, so a kill at that point still loses nothing."""
     monkeypatch.setattr(settlement_module, "STUCK_S", 1.0)  # wide enough that the queued commits arrive before it
-    written: Counter[str] = Counter()
-    record = journal.CommitJournal.record
-
-    def counting(self: Any, entry: Any) -> None:
-        written[entry.reservation_id] += 1
-        record(self, entry)
-
-    monkeypatch.setattr(journal.CommitJournal, "record", counting)
+    written = count_journal_writes(monkeypatch)
     stack.budget("", 100_000_000)
     with FaultProxy(stack.base_url) as proxy:
         proxy.add(path="/commit", method="POST", hold=True)
