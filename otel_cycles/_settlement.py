@@ -54,9 +54,8 @@ _LANE_THREADS = 2
 _CALL_SEND_WAIT_S = 5.0
 """Longest the lane waits for a call sending its own lookahead before it sends the rest of that batch."""
 STUCK_S = 0.2
-"""A worker busy with one request for longer than this is stuck on a slow authority: the commits queued unjournaled
-behind that request are then journaled without it (by the next caller, or by the journal guard if none comes), so a
-commit waits unjournaled for at most about this long."""
+"""A commit that has waited this long without landing, queued or in flight (a slow or hung authority, a long burst),
+is journaled by the journal guard, which looks this often while the worker is busy."""
 _RELEASE_RETRY_DELAYS_S = (0.5, 1.0, 2.0)
 
 
