@@ -34,7 +34,9 @@ class _Walker:
     def __init__(self) -> None:
         self.chars = 0
         self.max_tokens: int | None = None
-        self._seen: set[int] = set()
+        self._seen: dict[int, Any] = {}
+        """Objects walked, by id, kept alive until the walk ends: an id is unique only among live objects, and the walk
+        makes temporaries (`model_dump` results, the argument containers) whose ids a later object could reuse."""
 
     def walk(self, value: Any, depth: int = 0) -> None:
         if self.chars >= _MAX_CHARS or depth > _MAX_DEPTH or value is None:
@@ -46,7 +48,7 @@ class _Walker:
             return
         if id(value) in self._seen:
             return
-        self._seen.add(id(value))
+        self._seen[id(value)] = value
         if isinstance(value, Mapping):
             for key, item in value.items():
                 if isinstance(key, str) and key in _MAX_TOKEN_KEYS:

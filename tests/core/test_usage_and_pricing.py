@@ -202,3 +202,21 @@ def test_most_models_take_the_fast_path() -> None:
     linear = [pricing._linear_price(p, m, id(data_snapshot.get_snapshot())) for p, m in _every_model()]
     assert sum(rate is not None for rate in linear) > len(linear) / 2
     assert pricing._linear_price("openai", "gpt-4o", id(data_snapshot.get_snapshot())) is not None
+
+
+def test_request_sizing_counts_every_message_of_a_pydantic_request() -> None:
+    """Frameworks pass messages as pydantic models (LlamaIndex, smolagents, ADK); sizing walks each one's
+    `model_dump()`. Those dumps are temporaries, and CPython hands a freed dict's address to the next one: when the
+    walk remembered objects by id only, every message after the first looked already seen and was not counted
+    (this request sized at 101 tokens)."""
+    from pydantic import BaseModel
+
+    from otel_cycles._request_size import CHARS_PER_TOKEN, size_request
+
+    class Message(BaseModel):
+        role: str
+        content: str
+
+    messages = [Message(role="user", content=letter * 400) for letter in "abcdefgh"]
+    chars = sum(len(m.role) + len(m.content) for m in messages)  # what the oracle counts: every string once
+    assert size_request((), {"messages": messages}).input_tokens == -(-chars // CHARS_PER_TOKEN)
