@@ -40,7 +40,7 @@ async def _off_loop(hook: Callable[..., Context], context: Context, args: tuple[
     loop = asyncio.get_running_loop()
     if len(asyncio.all_tasks(loop)) <= 1:
         # The run is alone on its loop (one `agent.run()`): blocking the loop stalls nobody, and the hop to a pool
-        # thread and back would cost more than it saves (~0.3 ms per hook, BENCHMARKS.md "Where the time goes").
+        # thread and back would be two thread switches per hook for nobody's benefit (docs/design.md).
         return hook(context, *args, **kwargs)
     span = _frameworks.started_span(context)  # on the loop, before anything can move current_span
     copied = contextvars.copy_context()
