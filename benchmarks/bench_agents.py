@@ -5,9 +5,14 @@ each in its own process over loopback. Every answer but a run's last asks for on
 makes n - 1 tool calls (tinyagent's final answer is a tool call too, governed like any other). Three variants of the
 same agent run in a freshly shuffled order every round: no callback (the baseline), the guide's recipe
 (`benchmarks.guide_recipe`: a synchronous reserve and commit around every LLM call and tool call) and otel-cycles.
-Overhead per run = the variant's wall time minus the baseline's in the same round; figures are medians over rounds.
-CPU is the benchmark process's CPU time (every thread, not the authority's or the model's), the same difference,
-divided by the governed calls of a run.
+A fourth variant, the guide's recipe on otel-cycles' transport (`guide_lean`: the same synchronous reserve and commit
+per call, through `otel_cycles._lean_client`), is the floor of any design that decides every call by a reservation
+made when the call is known and settles before `run()` returns: it makes exactly the round trips that cannot be taken
+off a run's critical path, with the cheapest client we have; and a fifth, otel-cycles without the end-of-run wait
+(`ours_nowait`). Overhead per run = the variant's wall time minus the baseline's in the same round; figures are
+medians over rounds. CPU is the benchmark process's CPU time (every thread, not the authority's or the model's), the
+same difference, divided by the governed calls of a run; the authority's CPU (its process, every thread, from
+/proc/<pid>/task/*/schedstat) is reported per run or per wave beside it.
 
 Concurrency: N runs of one agent at once under one event loop (`asyncio.gather` of `run_async`), 50 ms model
 latency, 2 LLM calls + 1 tool call per run (tinyagent: + its final-answer tool call); overhead per wave = the wave's
@@ -21,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import glob
 import os
 import random
 import re
@@ -44,9 +50,11 @@ from benchmarks._results import RESULTS_DIR, write_json, write_section
 from benchmarks.bench_authority import setup, start_server
 from benchmarks.guide_recipe import GuideBudgetCallback
 from otel_cycles import CyclesBudgetCallback
+from otel_cycles._lean_client import lean_client
 
-VARIANTS = ("none", "guide", "ours", "ours_nowait")
-"""`ours_nowait`: otel-cycles with `settle_timeout_s=0` (the end of a run does not wait for its commits)."""
+VARIANTS = ("none", "guide", "guide_lean", "ours", "ours_nowait")
+"""`guide_lean`: the guide's recipe through our transport (the floor, see above); `ours_nowait`: otel-cycles with
+`settle_timeout_s=0` (the end of a run does not wait for its commits)."""
 WAVE_VARIANTS = ("none", "guide", "ours")
 FRAMEWORKS = ("tinyagent", "openai")
 LATENCY_ROWS = ((0, 0), (20, 0), (200, 50))
@@ -103,15 +111,31 @@ def search_tool(latency_ms: int) -> Callable[[str], Coroutine[Any, Any, str]]:
     return search_web
 
 
+def process_cpu_s(pid: int) -> float:
+    """CPU time of process `pid` so far, every thread, in seconds (schedstat: nanoseconds, unlike /proc/<pid>/stat's
+    10 ms ticks, which are coarser than a run's authority time)."""
+    total = 0
+    for stat in glob.glob(f"/proc/{pid}/task/*/schedstat"):
+        try:
+            with open(stat) as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue  # a thread that ended meanwhile
+    return total / 1e9
+
+
 @dataclass
 class Env:
     base_url: str
     key: str
+    authority_pid: int
 
     def callback(self, variant: str) -> list[Callback]:
         client = CyclesClient(CyclesConfig(base_url=self.base_url, api_key=self.key))
         if variant == "guide":
             return [GuideBudgetCallback(client, tenant="bench", agent="a1")]
+        if variant == "guide_lean":
+            return [GuideBudgetCallback(lean_client(client), tenant="bench", agent="a1")]
         if variant == "ours":
             return [CyclesBudgetCallback(client=client, tenant="bench", agent="a1")]
         if variant == "ours_nowait":
@@ -148,10 +172,14 @@ def governed_calls(trace: Any) -> int:
 PROMPT = "Find out how budget reservations work and summarise."
 
 
-def _timed(run: Callable[[], Any]) -> tuple[float, float]:
-    wall, cpu = time.perf_counter(), time.process_time()
+Sample = tuple[float, float, float]
+"""Wall time, this process's CPU time and the authority's CPU time of one run (or wave), in seconds."""
+
+
+def _timed(run: Callable[[], Any], authority_pid: int) -> Sample:
+    wall, cpu, authority = time.perf_counter(), time.process_time(), process_cpu_s(authority_pid)
     run()
-    return time.perf_counter() - wall, time.process_time() - cpu
+    return time.perf_counter() - wall, time.process_time() - cpu, process_cpu_s(authority_pid) - authority
 
 
 def run_row(env: Env, framework: str, model_ms: int, tool_ms: int, calls: int, rounds: int) -> dict[str, Any]:
@@ -161,13 +189,14 @@ def run_row(env: Env, framework: str, model_ms: int, tool_ms: int, calls: int, r
         agents = make_agents(env, framework, url, tool_ms)
         # Warm up every variant (imports, connection pools, price caches) and count the governed calls of a run.
         spans = {variant: governed_calls(agents[variant].run(PROMPT)) for variant in VARIANTS for _ in range(2)}
-        samples: dict[str, list[tuple[float, float]]] = {variant: [] for variant in VARIANTS}
+        samples: dict[str, list[Sample]] = {variant: [] for variant in VARIANTS}
         order = list(VARIANTS)
         for _ in range(rounds):
             random.shuffle(order)
             gc.collect()
             for variant in order:
-                samples[variant].append(_timed(lambda v=variant: agents[v].run(PROMPT)))  # type: ignore[misc]
+                run = lambda v=variant: agents[v].run(PROMPT)  # noqa: E731
+                samples[variant].append(_timed(run, env.authority_pid))
     finally:
         stop(server)
     return summarise(samples, spans["guide"], per="run") | {
@@ -179,17 +208,19 @@ def run_row(env: Env, framework: str, model_ms: int, tool_ms: int, calls: int, r
     }
 
 
-def summarise(samples: dict[str, list[tuple[float, float]]], governed: int, per: str) -> dict[str, Any]:
+def summarise(samples: dict[str, list[Sample]], governed: int, per: str) -> dict[str, Any]:
     """Paired differences against the ungoverned variant of the same round, medians over rounds."""
     out: dict[str, Any] = {"governed_calls": governed}
     for variant in (v for v in samples if v != "none"):
         pairs = list(zip(samples[variant], samples["none"], strict=True))
         out[f"{variant}_ms"] = statistics.median(v[0] - b[0] for v, b in pairs) * 1000
         out[f"{variant}_cpu_ms_per_call"] = statistics.median(v[1] - b[1] for v, b in pairs) * 1000 / governed
+        out[f"{variant}_authority_cpu_ms"] = statistics.median(v[2] for v in samples[variant]) * 1000
     out["none_ms"] = statistics.median(s[0] for s in samples["none"]) * 1000
     out["ratio"] = out["ours_ms"] / out["guide_ms"] if out["guide_ms"] > 0 else float("nan")
-    if "ours_nowait_ms" in out:
-        out["nowait_ratio"] = out["ours_nowait_ms"] / out["guide_ms"] if out["guide_ms"] > 0 else float("nan")
+    for variant in ("guide_lean", "ours_nowait"):
+        if f"{variant}_ms" in out:
+            out[f"{variant}_ratio"] = out[f"{variant}_ms"] / out["guide_ms"] if out["guide_ms"] > 0 else float("nan")
     out["cpu_ratio"] = (
         out["ours_cpu_ms_per_call"] / out["guide_cpu_ms_per_call"] if out["guide_cpu_ms_per_call"] > 0 else float("nan")
     )
@@ -214,13 +245,14 @@ def run_waves(env: Env, framework: str, sizes: tuple[int, ...], rounds: int) -> 
         for n in sizes:
             for variant in WAVE_VARIANTS:
                 wave(variant, n)  # warm-up: connection pools grow to n
-            samples: dict[str, list[tuple[float, float]]] = {variant: [] for variant in WAVE_VARIANTS}
+            samples: dict[str, list[Sample]] = {variant: [] for variant in WAVE_VARIANTS}
             order = list(WAVE_VARIANTS)
             for _ in range(rounds):
                 random.shuffle(order)
                 gc.collect()
                 for variant in order:
-                    samples[variant].append(_timed(lambda v=variant, n=n: wave(v, n)))  # type: ignore[misc]
+                    one = lambda v=variant, n=n: wave(v, n)  # noqa: E731
+                    samples[variant].append(_timed(one, env.authority_pid))
             row = summarise(samples, governed * n, per="wave")
             row |= {"framework": framework, "concurrent": n, "rounds": rounds, "model_ms": WAVE_MODEL_MS}
             wave_s = {v: statistics.median(s[0] for s in samples[v]) for v in WAVE_VARIANTS}
@@ -237,9 +269,11 @@ def run_waves(env: Env, framework: str, sizes: tuple[int, ...], rounds: int) -> 
 def _row_line(r: dict[str, Any]) -> str:
     return (
         f"| {r['framework']} | {r['model_ms']} / {r['tool_ms']} ms | {r['llm_calls']} ({r['governed_calls']}) "
-        f"| {r['none_ms']:.1f} ms | {r['guide_ms']:.2f} ms | {r['ours_ms']:.2f} ms | **{r['ratio']:.2f}** "
-        f"| {r['ours_nowait_ms']:.2f} ms ({r['nowait_ratio']:.2f}) "
-        f"| {r['guide_cpu_ms_per_call']:.2f} / {r['ours_cpu_ms_per_call']:.2f} ms |"
+        f"| {r['none_ms']:.1f} ms | {r['guide_ms']:.2f} ms | {r['guide_lean_ms']:.2f} ms ({r['guide_lean_ratio']:.2f}) "
+        f"| {r['ours_ms']:.2f} ms | **{r['ratio']:.2f}** "
+        f"| {r['ours_nowait_ms']:.2f} ms ({r['ours_nowait_ratio']:.2f}) "
+        f"| {r['guide_cpu_ms_per_call']:.2f} / {r['ours_cpu_ms_per_call']:.2f} ms "
+        f"| {r['guide_authority_cpu_ms']:.1f} / {r['ours_authority_cpu_ms']:.1f} ms |"
     )
 
 
@@ -248,25 +282,31 @@ def _wave_line(r: dict[str, Any]) -> str:
     return (
         f"| {r['framework']} | {r['concurrent']} | {w['none']:.0f} / {w['guide']:.0f} / {w['ours']:.0f} ms "
         f"| {r['guide_ms']:.1f} ms | {r['ours_ms']:.1f} ms | **{r['ratio']:.2f}** "
-        f"| {rate['guide']:,.0f} / {rate['ours']:,.0f} |"
+        f"| {rate['guide']:,.0f} / {rate['ours']:,.0f} "
+        f"| {r['guide_authority_cpu_ms']:.0f} / {r['ours_authority_cpu_ms']:.0f} ms |"
     )
 
 
 def report(rows: list[dict[str, Any]], waves: list[dict[str, Any]], command: str) -> str:
     head = (
         "| framework | model / tool latency | LLM calls per run (governed calls) | ungoverned run | guide overhead"
-        " per run | otel-cycles overhead per run | ratio | `settle_timeout_s=0`: overhead (ratio)"
-        " | CPU per governed call, guide / ours |\n"
-        "|---|---|---|---|---|---|---|---|---|"
+        " per run | floor: the guide's recipe on our transport, overhead (ratio) | otel-cycles overhead per run"
+        " | ratio | `settle_timeout_s=0`: overhead (ratio) | CPU per governed call, guide / ours"
+        " | authority CPU per run, guide / ours |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|"
     )
     wave_head = (
         "| framework | concurrent runs | wave wall time, none / guide / ours | guide overhead per wave"
-        " | otel-cycles overhead per wave | ratio | governed calls/s, guide / ours |\n|---|---|---|---|---|---|---|"
+        " | otel-cycles overhead per wave | ratio | governed calls/s, guide / ours"
+        " | authority CPU per wave, guide / ours |\n|---|---|---|---|---|---|---|---|"
     )
     return (
         f"Command: `{command}` (results also in `benchmarks/results/agents.json`). The ratios come from the same "
-        "rounds, variants shuffled in every round. `settle_timeout_s=0` is otel-cycles without the end-of-run wait "
-        "for the run's commits (balances then settle about a round trip after `run()` returns).\n\n"
+        "rounds, variants shuffled in every round. The floor is the guide's recipe (a synchronous reserve and commit "
+        "per call) through otel-cycles' transport: the round trips no design can take off the critical path when "
+        "every call is decided by a reservation and balances are settled when `run()` returns. "
+        "`settle_timeout_s=0` is otel-cycles without the end-of-run wait for the run's commits (balances then settle "
+        "about a round trip after `run()` returns).\n\n"
         "**Overhead per run** (wall time minus the ungoverned run of the same round, median over rounds):\n\n"
         + head
         + "\n"
@@ -302,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         authority, base_url = start_server(os.path.join(tmp, "bench.db"))
         try:
-            env = Env(base_url, setup(base_url))
+            env = Env(base_url, setup(base_url), authority.pid)
             for framework in frameworks:
                 for model_ms, tool_ms, calls in rows_spec:
                     # Long runs get fewer rounds, so a row takes about a minute at most.

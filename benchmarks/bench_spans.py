@@ -1,12 +1,13 @@
 """Governed-span throughput: what `CyclesSpanProcessor` adds to ending a span that carries a real reservation.
 
 Each round makes `--spans` real reservations at the embedded authority (in its own process, not timed), opens one
-`call_llm` span per reservation with token usage on it and registers the reservation for it, as the callback's
-before-hook does. Timed: ending the spans, on the thread that ends them, through an SDK TracerProvider with
-BatchSpanProcessor (null exporter) alone, and with CyclesSpanProcessor in front of it, in alternating order. With
-CyclesSpanProcessor each end prices nothing (the after-hook did) but queues a real commit, which the settlement
-worker sends meanwhile (it competes for the interpreter); the drain time and the process CPU per span, worker
-included, are reported beside.
+`call_llm` span per reservation with token usage on it, registers the reservation for it and prices it, as the
+callback's before- and after-hooks do. Timed: ending the spans, on the thread that ends them, through an SDK
+TracerProvider with BatchSpanProcessor (null exporter) alone; with a processor in front of it that only looks each
+span's reservation up (the least any processor that commits per span must do: the floor); and with
+CyclesSpanProcessor in front of it, in a shuffled order every round. With CyclesSpanProcessor each end queues a real
+commit, which the settlement worker sends meanwhile (it competes for the interpreter); the drain time and the process
+CPU per span, worker included, are reported beside.
 
 Run: `python -m benchmarks.bench_spans [--quick] [--no-write]`
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import random
 import statistics
 import sys
 import tempfile
@@ -25,13 +27,14 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from runcycles import CyclesClient, CyclesConfig
 
 from benchmarks._results import RESULTS_DIR, write_json, write_section
 from benchmarks.bench_authority import setup, start_server
 from otel_cycles import CyclesSpanProcessor
+from otel_cycles._accounting import decide
 from otel_cycles._lean_client import lean_client
 from otel_cycles._registry import REGISTRY, PendingReservation, RunState, span_key
 from otel_cycles._settlement import settlement_for
@@ -45,6 +48,18 @@ ACTION = {"kind": "llm.completion", "name": "openai:gpt-4o"}
 class _NullExporter(SpanExporter):
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         return SpanExportResult.SUCCESS
+
+
+class _LookupOnly(SpanProcessor):
+    """The floor: find the ended span's reservation, and do nothing with it."""
+
+    def on_end(self, span: ReadableSpan) -> None:
+        context = span.context
+        if context is not None:
+            REGISTRY.get((context.trace_id, context.span_id))
+
+
+VARIANTS = ("bsp", "lookup", "cycles")
 
 
 def _reserve_many(client: CyclesClient, n: int, threads: bool = True) -> list[tuple[str, str]]:
@@ -67,10 +82,12 @@ def _reserve_many(client: CyclesClient, n: int, threads: bool = True) -> list[tu
         return list(pool.map(one, range(n)))
 
 
-def _round(client: CyclesClient, spans: int, governed: bool) -> dict[str, float]:
+def _round(client: CyclesClient, spans: int, variant: str) -> dict[str, float]:
     provider = TracerProvider()
-    if governed:
+    if variant == "cycles":
         provider.add_span_processor(CyclesSpanProcessor())
+    elif variant == "lookup":
+        provider.add_span_processor(_LookupOnly())
     batch = BatchSpanProcessor(_NullExporter(), max_queue_size=max(spans + 1, 512))
     provider.add_span_processor(batch)
     tracer = provider.get_tracer("any_agent")
@@ -83,9 +100,11 @@ def _round(client: CyclesClient, spans: int, governed: bool) -> dict[str, float]
         span = tracer.start_span("call_llm gpt-4o")
         usage = {"gen_ai.usage.input_tokens": 300 + i, "gen_ai.usage.output_tokens": 40}
         span.set_attributes({"gen_ai.operation.name": "call_llm", **usage})
-        # Registered in both variants (the lookup is part of the processor's cost); only CyclesSpanProcessor pops it.
+        # Registered in every variant (the lookup is part of a processor's cost); only CyclesSpanProcessor pops it.
         pending = PendingReservation(span, run, settlement, ACTION["kind"], ACTION, SUBJECT, 100_000, key, None)
         pending.reservation_id, pending.model = reservation_id, model
+        # As the callback's after-hook does before the span ends: price the call (not timed; see the module docstring).
+        pending.outcome = decide(pending, usage, errored=False)
         span_key_ = span_key(span)
         assert span_key_ is not None
         REGISTRY.add(span_key_, pending)
@@ -105,7 +124,7 @@ def _round(client: CyclesClient, spans: int, governed: bool) -> dict[str, float]
         gc.enable()
     for opened_key, _ in opened:
         leftover = REGISTRY.pop(opened_key)
-        if leftover is not None:  # BSP alone: release what the processor did not settle
+        if leftover is not None:  # not CyclesSpanProcessor: release what nothing settled
             body = {"idempotency_key": f"r-{leftover.idempotency_key}"}
             client.release_reservation(leftover.reservation_id or "", body)
     batch.force_flush()
@@ -127,37 +146,45 @@ def transport(client: CyclesClient, requests: int) -> dict[str, float]:
 
 
 def throughput(client: CyclesClient, spans: int, rounds: int) -> dict[str, Any]:
-    pairs = []
-    for round_ in range(rounds):
-        order = (False, True) if round_ % 2 == 0 else (True, False)
-        measured = {governed: _round(client, spans, governed) for governed in order}
-        pairs.append((measured[False], measured[True]))
-    return {
-        "spans": spans,
-        "rounds": rounds,
-        "bsp_end_us": statistics.median(p[0]["end_us"] for p in pairs),
-        "cycles_end_us": statistics.median(p[1]["end_us"] for p in pairs),
-        "ratio": statistics.median(p[1]["end_us"] / p[0]["end_us"] for p in pairs),
-        "bsp_spans_per_s": 1e6 / statistics.median(p[0]["end_us"] for p in pairs),
-        "cycles_spans_per_s": 1e6 / statistics.median(p[1]["end_us"] for p in pairs),
-        "cycles_cpu_us": statistics.median(p[1]["cpu_us"] for p in pairs),
-        "bsp_cpu_us": statistics.median(p[0]["cpu_us"] for p in pairs),
-        "commits_per_s": spans / statistics.median(p[1]["drain_s"] for p in pairs),
-    }
+    measured: dict[str, list[dict[str, float]]] = {variant: [] for variant in VARIANTS}
+    order = list(VARIANTS)
+    for _ in range(rounds):
+        random.shuffle(order)
+        for variant in order:
+            measured[variant].append(_round(client, spans, variant))
+
+    def median(variant: str, figure: str) -> float:
+        return statistics.median(m[figure] for m in measured[variant])
+
+    def ratio(variant: str) -> float:  # per round, then the median: both sides saw the same machine
+        return statistics.median(
+            m["end_us"] / b["end_us"] for m, b in zip(measured[variant], measured["bsp"], strict=True)
+        )
+
+    out: dict[str, Any] = {"spans": spans, "rounds": rounds}
+    for variant in VARIANTS:
+        out[f"{variant}_end_us"] = median(variant, "end_us")
+        out[f"{variant}_spans_per_s"] = 1e6 / out[f"{variant}_end_us"]
+        out[f"{variant}_cpu_us"] = median(variant, "cpu_us")
+    out["lookup_ratio"], out["ratio"] = ratio("lookup"), ratio("cycles")
+    out["commits_per_s"] = spans / median("cycles", "drain_s")
+    return out
 
 
 def report(r: dict[str, Any], command: str) -> str:
     return (
         f"Command: `{command}` (results also in `benchmarks/results/spans.json`).\n\n"
-        f"{r['spans']} `call_llm` spans per round, each carrying a real reservation, x {r['rounds']} alternating "
-        "rounds (median of per-round figures):\n\n"
-        "| | BatchSpanProcessor alone | CyclesSpanProcessor + BatchSpanProcessor |\n|---|---|---|\n"
+        f"{r['spans']} `call_llm` spans per round, each carrying a real reservation, x {r['rounds']} rounds, the "
+        "three variants in a shuffled order every round (median of per-round figures):\n\n"
+        "| | BatchSpanProcessor alone | + a processor that only looks the reservation up (floor) "
+        "| + CyclesSpanProcessor |\n|---|---|---|---|\n"
         f"| `span.end()` on the ending thread | {r['bsp_end_us']:.1f} us ({r['bsp_spans_per_s']:,.0f} spans/s) "
+        f"| {r['lookup_end_us']:.1f} us ({r['lookup_spans_per_s']:,.0f} spans/s) "
         f"| {r['cycles_end_us']:.1f} us ({r['cycles_spans_per_s']:,.0f} spans/s) |\n"
-        f"| ratio of end times (target <= 1.15) | 1 | **{r['ratio']:.2f}** |\n"
+        f"| ratio of end times (target <= 1.15) | 1 | {r['lookup_ratio']:.2f} | **{r['ratio']:.2f}** |\n"
         f"| process CPU per span, background threads included | {r['bsp_cpu_us']:.0f} us "
-        f"| {r['cycles_cpu_us']:.0f} us (a real commit each) |\n"
-        f"| commits sent per second by the settlement worker | | {r['commits_per_s']:,.0f} |\n\n"
+        f"| {r['lookup_cpu_us']:.0f} us | {r['cycles_cpu_us']:.0f} us (a real commit each) |\n"
+        f"| commits sent per second by the settlement worker | | | {r['commits_per_s']:,.0f} |\n\n"
         "One reservation request, sequential, same process and authority: through runcycles' httpx client "
         f"{r['httpx_cpu_us']:.0f} us CPU ({r['httpx_wall_us']:.0f} us wall); through the lean transport "
         f"(`otel_cycles._lean_client`) {r['lean_cpu_us']:.0f} us CPU ({r['lean_wall_us']:.0f} us wall).\n"

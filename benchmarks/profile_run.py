@@ -81,7 +81,9 @@ def profile(calls: int, model_ms: int, runs: int, framework: str, tool_ms: int =
         authority, base_url = start_server(os.path.join(tmp, "bench.db"))
         server, model_url = start_model(model_ms, calls - 1)
         try:
-            agent = make_agents(Env(base_url, setup(base_url)), framework, model_url, tool_ms, ("ours",))["ours"]
+            agent = make_agents(
+                Env(base_url, setup(base_url), authority.pid), framework, model_url, tool_ms, ("ours",)
+            )["ours"]
             callback = next(c for c in agent.config.callbacks if isinstance(c, CyclesBudgetCallback))
             processor = ensure_processor()
             assert isinstance(processor, CyclesSpanProcessor)

@@ -88,6 +88,7 @@ def settle(pending: PendingReservation, outcome: Outcome, *, latency_ms: int | N
             ticket = settlement.release(pending.reservation_id, release_body(key, outcome.reason or "released"))
     else:
         if pending.reservation_id is not None:
+            # The worker builds the bodies, and records the metrics then, off the thread ending the span.
             ticket = settlement.commit(pending.reservation_id, lambda: _commit_bodies(pending, outcome, latency_ms))
         else:
             # Fail-open call or shadow-mode denial: no reservation to commit against, so record the spend directly as
@@ -95,14 +96,17 @@ def settle(pending: PendingReservation, outcome: Outcome, *, latency_ms: int | N
             _, event_body = _commit_bodies(pending, outcome, latency_ms)
             event_body["metadata"]["recovery_reason"] = pending.unreserved
             settlement.record_event(f"unreserved-{key}", event_body)
-        _record_metrics(pending, outcome)
     pending.run.note_ticket(ticket)
 
 
 def _commit_bodies(
     pending: PendingReservation, outcome: Outcome, latency_ms: int | None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The commit request body of `outcome` and its `POST /v1/events` fallback (runcycles' own builders)."""
+    """The commit request body of `outcome` and its `POST /v1/events` fallback (runcycles' own builders).
+
+    Called once per commit (by the settlement worker, or by whoever journals the commit first), so it also records
+    the commit's metrics once its bodies are built.
+    """
     usage = outcome.usage.usage if outcome.usage is not None and outcome.usage.status is UsageStatus.OK else None
     call_metrics = CyclesMetrics(
         tokens_input=usage.input_tokens if usage else None,
@@ -124,7 +128,9 @@ def _commit_bodies(
         idempotency_key=f"commit-{pending.idempotency_key}",
     )
     reference = pending.reservation_id or f"unreserved-{pending.idempotency_key}"
-    return body, _build_event_fallback_body(reference, pending.subject, pending.action, body)
+    fallback = _build_event_fallback_body(reference, pending.subject, pending.action, body)
+    _record_metrics(pending, outcome)
+    return body, fallback
 
 
 def _record_metrics(pending: PendingReservation, outcome: Outcome) -> None:

@@ -189,26 +189,26 @@ class PendingReservation:
 
 
 class PendingRegistry:
-    """Thread-safe map from span key to its open reservation."""
+    """Thread-safe map from span key to its open reservation.
+
+    Lock-free on purpose: every span end looks its span up here, on whatever thread ends it, and each operation below
+    is a single dict operation, atomic in CPython (the GIL, or the dict's own lock in free-threaded builds). Only a
+    run's key set is guarded, by that run's lock.
+    """
 
     def __init__(self) -> None:
-        # Guards _entries; never held while calling out.
-        self._lock = threading.Lock()
         self._entries: dict[SpanKey, PendingReservation] = {}
 
     def add(self, key: SpanKey, pending: PendingReservation) -> None:
-        with self._lock:
-            self._entries[key] = pending
+        self._entries[key] = pending
         with pending.run.lock:
             pending.run.keys.add(key)
 
     def get(self, key: SpanKey) -> PendingReservation | None:
-        with self._lock:
-            return self._entries.get(key)
+        return self._entries.get(key)
 
     def pop(self, key: SpanKey) -> PendingReservation | None:
-        with self._lock:
-            pending = self._entries.pop(key, None)
+        pending = self._entries.pop(key, None)
         if pending is not None:
             with pending.run.lock:
                 pending.run.keys.discard(key)
@@ -218,13 +218,11 @@ class PendingRegistry:
         """The run's reservations whose spans have not finished yet (a snapshot)."""
         with run.lock:
             keys = list(run.keys)
-        with self._lock:
-            found = [(key, self._entries[key]) for key in keys if key in self._entries]
+        found = [(key, pending) for key in keys if (pending := self._entries.get(key)) is not None]
         return iter(found)
 
     def __len__(self) -> int:
-        with self._lock:
-            return len(self._entries)
+        return len(self._entries)
 
 
 REGISTRY = PendingRegistry()

@@ -57,6 +57,8 @@ STUCK_S = 0.2
 """A commit that has waited this long without landing, queued or in flight (a slow or hung authority, a long burst),
 is journaled by the journal guard, which looks this often while the worker is busy."""
 _RELEASE_RETRY_DELAYS_S = (0.5, 1.0, 2.0)
+_PREPARE_WAIT_S = 1.0
+"""Longest `journal_pending` waits for the worker to finish building the bodies of the commit it took."""
 
 
 CommitBodies = Callable[[], tuple[dict[str, Any], dict[str, Any]]]
@@ -227,7 +229,7 @@ class Settlement:
         with suppressed_instrumentation():
             self._lifecycle = CyclesLifecycle(cast(CyclesClient, OverageAwareClient(self._client)), self._engine, {})
         self._max_queue = max_queue
-        # _cond guards _queue, _issued, _attempted, _request_started and _worker.
+        # _cond guards _queue, _issued, _attempted, _request_started, _idle, _preparing and _worker.
         self._cond = threading.Condition()
         self._queue: deque[_Op] = deque()
         self._issued = 0
@@ -235,6 +237,10 @@ class Settlement:
         self._request_started: float | None = None
         """`time.monotonic()` when the worker sent its current request; None between requests."""
         self._worker: threading.Thread | None = None
+        self._idle = False
+        """The worker waits for work: the next submit wakes it (and only then, since every span end submits)."""
+        self._preparing = False
+        """The worker is building the bodies of the commit it took from the queue (neither queued nor deferred)."""
         self._guard: threading.Thread | None = None
         self._busy = threading.Event()
         """Set while the worker has work: wakes the journal guard."""
@@ -337,8 +343,10 @@ class Settlement:
                 self._issued += 1
                 ticket = self._issued
                 self._queue.append(_Op(ticket, kind, reservation_id, body, event_body, build=build))
-                self._ensure_worker()
-                self._cond.notify_all()
+                if self._worker is None:
+                    self._ensure_worker()
+                elif self._idle:
+                    self._cond.notify_all()
         if overflow:
             if build is not None:
                 body, event_body = build()
@@ -360,7 +368,7 @@ class Settlement:
             return self._issued
 
     def _ensure_worker(self) -> None:
-        # Called with _cond held.
+        # Called with _cond held, when there is no worker yet (or, after a fork, no more); it exits only once closed.
         if self._worker is None or not self._worker.is_alive():
             self._worker = threading.Thread(target=self._run, name="otel-cycles-settlement", daemon=True)
             self._worker.start()
@@ -373,6 +381,8 @@ class Settlement:
         (the end of a run that stopped waiting for its commits: they are then durable when it returns, even if the
         authority never answers and the process is killed)."""
         with self._cond:  # held while writing, so the worker cannot pick up a commit half journaled
+            # The commit the worker is preparing is neither queued nor deferred yet; building takes microseconds.
+            self._cond.wait_for(lambda: not self._preparing, timeout=_PREPARE_WAIT_S)
             for op in self._take_unjournaled():
                 self._journal(op)
             self._engine.journal_deferred()
@@ -424,16 +434,22 @@ class Settlement:
     def _run(self) -> None:
         while True:
             with self._cond:
+                self._idle = True
                 self._cond.wait_for(lambda: bool(self._queue) or self._closed)
+                self._idle = False
                 if not self._queue:
                     return
                 op = self._queue.popleft()
-                # Under _cond, so `journal_pending` finds the commit either still queued or deferred in the engine.
-                ready = self._prepare(op)
+                self._preparing = True  # `journal_pending` waits for it to be deferred in the engine
             try:
+                ready = self._prepare(op)  # without _cond: a span ending meanwhile must not wait for a body build
+            finally:
                 with self._cond:
+                    self._preparing = False
                     self._request_started = time.monotonic()
                     self._busy.set()
+                    self._cond.notify_all()
+            try:
                 if ready:
                     self._execute(op)
             except Exception:
@@ -512,6 +528,7 @@ class Settlement:
         self._queue = deque()
         self._issued = self._attempted = 0
         self._worker = self._guard = None
+        self._idle = self._preparing = False
         self._busy = threading.Event()
         self._lane = ThreadPoolExecutor(max_workers=_LANE_THREADS, thread_name_prefix="otel-cycles-lookahead")
 
