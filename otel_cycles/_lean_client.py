@@ -19,6 +19,8 @@ import json
 import logging
 import threading
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -93,9 +95,15 @@ class LeanCyclesClient(CyclesClient):
 
     def post_bounded(self, path: str, body: dict[str, Any], timeout_s: float) -> CyclesResponse:
         """`_post`, with each socket operation of this request bounded by `timeout_s` (the reserve deadline)."""
+        with self.bounded(timeout_s):
+            return self._post(path, body)
+
+    @contextmanager
+    def bounded(self, timeout_s: float) -> Iterator[None]:
+        """Bound each socket operation of the requests this thread makes meanwhile by `timeout_s`."""
         self._local.timeout = timeout_s
         try:
-            return self._post(path, body)
+            yield
         finally:
             self._local.timeout = None
 

@@ -41,7 +41,7 @@ from runcycles.retry import CommitRetryEngine
 from otel_cycles import environment_variables as env
 from otel_cycles import metrics
 from otel_cycles._breaker import Breaker, breaker_for, is_down, quiet_attempt
-from otel_cycles._lean_client import lean_client
+from otel_cycles._lean_client import LeanCyclesClient, lean_client
 from otel_cycles._overage import OverageAwareClient
 
 __all__ = ["Settlement", "flush_all", "settlement_for"]
@@ -292,6 +292,28 @@ class Settlement:
         with self._cond:
             return self._cond.wait_for(lambda: self._attempted >= ticket, timeout=timeout)
 
+    def settle(self, ticket: int, timeout: float) -> bool:
+        """`wait(ticket, timeout)`, sending on this thread whatever is queued up to `ticket` while the worker is not
+        sending anything (the end of a run, whose thread would otherwise only wait: its last commit then goes out at
+        once, without the hand-off to the worker and back). Each request is bounded by what is left of `timeout`."""
+        if not isinstance(self._client, LeanCyclesClient):
+            return self.wait(ticket, timeout)  # only the lean transport bounds a request by our deadline
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._cond:
+                while True:
+                    if self._attempted >= ticket:
+                        return True
+                    if self._free() and self._queue[0].ticket <= ticket and not self._closed:
+                        op = self._take()
+                        break
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    self._cond.wait(remaining)
+            with self._client.bounded(max(0.001, deadline - time.monotonic())):
+                self._attempt(op)
+
     def outstanding(self) -> int:
         """The ticket of the newest queued operation if any is not attempted yet, else 0 (nothing in flight)."""
         with self._cond:
@@ -435,30 +457,45 @@ class Settlement:
         while True:
             with self._cond:
                 self._idle = True
-                self._cond.wait_for(lambda: bool(self._queue) or self._closed)
+                self._cond.wait_for(lambda: self._free() or self._closed)
                 self._idle = False
                 if not self._queue:
                     return
-                op = self._queue.popleft()
-                self._preparing = True  # `journal_pending` waits for it to be deferred in the engine
-            try:
-                ready = self._prepare(op)  # without _cond: a span ending meanwhile must not wait for a body build
-            finally:
-                with self._cond:
-                    self._preparing = False
-                    self._request_started = time.monotonic()
-                    self._busy.set()
-                    self._cond.notify_all()
-            try:
-                if ready:
-                    self._execute(op)
-            except Exception:
-                metrics.settlement_errors.add(1, {"error.type": "internal", "cycles.operation": op.kind})
-                logger.exception("otel-cycles failed to settle reservation %s", op.reservation_id)
+                op = self._take()
+            self._attempt(op)
+
+    def _free(self) -> bool:
+        """Something is queued and nobody is sending: the next operation may be taken. With _cond held."""
+        return bool(self._queue) and not self._preparing and self._request_started is None
+
+    def _take(self) -> _Op:
+        """The next operation, now owned by the caller, who must `_attempt` it. With _cond held and `_free()`.
+
+        One operation is attempted at a time (the worker's or a `settle` caller's), so tickets are attempted in order.
+        """
+        self._preparing = True  # `journal_pending` waits for it to be deferred in the engine
+        return self._queue.popleft()
+
+    def _attempt(self, op: _Op) -> None:
+        """Send `op` (taken with `_take`) on this thread and mark it attempted."""
+        try:
+            ready = self._prepare(op)  # without _cond: a span ending meanwhile must not wait for a body build
+        finally:
             with self._cond:
-                self._request_started = None
-                self._attempted = max(self._attempted, op.ticket)
+                self._preparing = False
+                self._request_started = time.monotonic()
+                self._busy.set()
                 self._cond.notify_all()
+        try:
+            if ready:
+                self._execute(op)
+        except Exception:
+            metrics.settlement_errors.add(1, {"error.type": "internal", "cycles.operation": op.kind})
+            logger.exception("otel-cycles failed to settle reservation %s", op.reservation_id)
+        with self._cond:
+            self._request_started = None
+            self._attempted = max(self._attempted, op.ticket)
+            self._cond.notify_all()
 
     def _prepare(self, op: _Op) -> bool:
         """Build a commit's bodies and defer its journal write: the journal guard writes it if the request outlives

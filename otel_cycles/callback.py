@@ -319,7 +319,7 @@ class CyclesBudgetCallback(Callback):
             if unreserved:  # events (the spend of unreserved calls) go through runcycles' engine; a flush waits
                 done = self._settlement.flush(self.settle_timeout_s)
             else:
-                done = not ticket or self._settlement.wait(ticket, self.settle_timeout_s)
+                done = not ticket or self._settlement.settle(ticket, self.settle_timeout_s)
             if not done:
                 logger.warning(
                     "otel-cycles: settlements of run %s still pending after %ss", run.run_id, self.settle_timeout_s
@@ -437,7 +437,7 @@ class CyclesBudgetCallback(Callback):
             # settlement worker's timing or on speculation.
             released = self._lookaheads.drop(run, "a call of the run was denied", wait_s=LOOKAHEAD_WAIT_S)
             if in_flight or released:
-                self._settlement.wait(max(in_flight, released), self.settle_timeout_s or 5.0)
+                self._settlement.settle(max(in_flight, released), self.settle_timeout_s or 5.0)
                 body["idempotency_key"] = str(uuid.uuid4())
                 result = self._reserve_request(body)
         return result

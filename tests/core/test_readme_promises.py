@@ -486,6 +486,57 @@ def test_the_end_of_run_wait_is_bounded_and_can_be_off(
     assert tenant.active() == []
 
 
+def _reservations(client: CyclesClient, tenant: Tenant, n: int) -> list[str]:
+    ids = []
+    for _ in range(n):
+        response = client.create_reservation(
+            {"idempotency_key": str(uuid.uuid4()), "subject": {"tenant": tenant.id},
+             "action": {"kind": "tool.execution", "name": "t"}, "estimate": {"unit": "USD_MICROCENTS", "amount": 10}}
+        )  # fmt: skip
+        assert response.is_success and response.body is not None
+        ids.append(response.body["reservation_id"])
+    return ids
+
+
+def _commit_of(amount: int) -> Callable[[], tuple[dict[str, Any], dict[str, Any]]]:
+    body = {"idempotency_key": f"c-{uuid.uuid4()}", "actual": {"unit": "USD_MICROCENTS", "amount": amount}}
+    return lambda: (body, {})
+
+
+def test_the_end_of_a_run_sends_a_commit_the_worker_has_not_taken(
+    tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """README: a commit the worker has not taken yet is sent by the run's own thread while it waits. Here the worker
+    never starts, so only the waiting thread can send it."""
+    tenant.budget("", 100_000_000)
+    monkeypatch.setattr(Settlement, "_ensure_worker", lambda self: None)
+    settlement = Settlement(tenant.client)
+    (rid,) = _reservations(tenant.client, tenant, 1)
+    ticket = settlement.commit(rid, _commit_of(7))
+    assert settlement.settle(ticket, 30)
+    detail = tenant.reservation(rid)
+    assert detail["status"] == "COMMITTED" and detail["committed"]["amount"] == 7
+
+
+def test_a_waiting_run_never_sends_beside_the_worker(tenant: Tenant, proxied: Any) -> None:
+    """README: the run's thread sends one request at a time with the worker, so commits still go out in order: while
+    the worker's commit is held on the wire, the commit queued behind it is not sent by the waiting thread."""
+    proxy, client = proxied
+    tenant.budget("", 100_000_000)
+    settlement = Settlement(client)
+    first, second = _reservations(client, tenant, 2)
+    proxy.add(path="/commit", method="POST", hold=True, times=1)
+    settlement.commit(first, _commit_of(5))  # taken by the worker, held on the wire
+    wait_until(lambda: len(proxy.requests("/commit", "POST")) == 1)
+    ticket = settlement.commit(second, _commit_of(6))
+    assert not settlement.settle(ticket, 0.3)  # the worker is sending: the waiting thread only waits
+    assert len(proxy.requests("/commit", "POST")) == 1
+    release(proxy)
+    assert settlement.settle(ticket, 30)
+    assert [first in r.path for r in proxy.requests("/commit", "POST")] == [True, False]
+    wait_until(lambda: tenant.spent() == 11)  # the held commit lands once released (or by its retry)
+
+
 # -- metrics --------------------------------------------------------------------------------------------------------
 
 
