@@ -76,9 +76,10 @@ def cost_attributes(outcome: Outcome) -> dict[str, Any]:
 
 
 def settle(pending: PendingReservation, outcome: Outcome, *, latency_ms: int | None = None) -> None:
-    """Hand the outcome to the reservation's Settlement (journaled commit, or release) and record metrics.
+    """Hand the outcome to the reservation's Settlement (journaled commit, or release).
 
-    Never does network I/O on the calling thread.
+    Never does network I/O on the calling thread. A commit's metrics are recorded when its bodies are built, by the
+    settlement worker (`_commit_bodies`), so the thread ending the span does only the queueing.
     """
     settlement = pending.settlement
     key = pending.idempotency_key
