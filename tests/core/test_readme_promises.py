@@ -547,26 +547,14 @@ def test_settlement_errors_are_counted(tenant: Tenant, proxied: Any, metric_read
     proxy, client = proxied
     tenant.budget("", 100_000_000)
     settlement = Settlement(client, max_queue=1)
-    ids = []
-    for _ in range(3):
-        response = client.create_reservation(
-            {"idempotency_key": str(uuid.uuid4()), "subject": {"tenant": tenant.id},
-             "action": {"kind": "tool.execution", "name": "t"}, "estimate": {"unit": "USD_MICROCENTS", "amount": 10}}
-        )  # fmt: skip
-        assert response.is_success and response.body is not None
-        ids.append(response.body["reservation_id"])
+    ids = _reservations(client, tenant, 3)
     proxy.add(path="/commit", method="POST", hold=True, times=1)
     match = {"error.type": "queue_full", "cycles.operation": "commit"}
     before = metric_sum(metric_reader, "cycles.settlement.errors", **match)
-
-    def bodies(n: int) -> Callable[[], tuple[dict[str, Any], dict[str, Any]]]:
-        body = {"idempotency_key": f"c-{n}-{uuid.uuid4()}", "actual": {"unit": "USD_MICROCENTS", "amount": 7}}
-        return lambda: (body, {})
-
-    settlement.commit(ids[0], bodies(0))  # taken by the worker, held on the wire
+    settlement.commit(ids[0], _commit_of(7))  # taken by the worker, held on the wire
     wait_until(lambda: len(proxy.requests("/commit", "POST")) == 1)
-    settlement.commit(ids[1], bodies(1))  # queued (the queue holds one)
-    settlement.commit(ids[2], bodies(2))  # queue full: counted, handed to the retry engine
+    settlement.commit(ids[1], _commit_of(7))  # queued (the queue holds one)
+    settlement.commit(ids[2], _commit_of(7))  # queue full: counted, handed to the retry engine
     assert metric_sum(metric_reader, "cycles.settlement.errors", **match) - before == 1
     release(proxy)
     assert settlement.close(30)
