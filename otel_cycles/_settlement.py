@@ -299,18 +299,19 @@ class Settlement:
         if not isinstance(self._client, LeanCyclesClient):
             return self.wait(ticket, timeout)  # only the lean transport bounds a request by our deadline
         deadline = time.monotonic() + timeout
+
+        def ours_to_send() -> bool:
+            return self._free() and self._queue[0].ticket <= ticket and not self._closed
+
         while True:
             with self._cond:
-                while True:
-                    if self._attempted >= ticket:
-                        return True
-                    if self._free() and self._queue[0].ticket <= ticket and not self._closed:
-                        op = self._take()
-                        break
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        return False
-                    self._cond.wait(remaining)
+                if not self._cond.wait_for(
+                    lambda: self._attempted >= ticket or ours_to_send(), timeout=deadline - time.monotonic()
+                ):
+                    return False
+                if self._attempted >= ticket:
+                    return True
+                op = self._take()
             with self._client.bounded(max(0.001, deadline - time.monotonic())):
                 self._attempt(op)
 
