@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import gc
+import http.client
+import json
 import os
 import random
 import statistics
@@ -26,10 +28,12 @@ import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import urlsplit
 
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from runcycles import CyclesClient, CyclesConfig
+from runcycles.response import CyclesResponse
 
 from benchmarks._results import RESULTS_DIR, write_json, write_section
 from benchmarks.bench_authority import setup, start_server
@@ -132,16 +136,49 @@ def _round(client: CyclesClient, spans: int, variant: str) -> dict[str, float]:
     return {"end_us": elapsed / spans * 1e6, "drain_s": drained, "cpu_us": cpu / spans * 1e6}
 
 
+class _HttpClientCyclesClient(CyclesClient):
+    """runcycles' client with its POSTs sent through `http.client` on one keep-alive connection: what the lean
+    transport did before it read and wrote HTTP itself, kept here as the comparison that justifies that."""
+
+    def __init__(self, client: CyclesClient) -> None:
+        super().__init__(client._config)
+        url = urlsplit(client._config.base_url)
+        self._connection = http.client.HTTPConnection(url.hostname or "", url.port)
+
+    def _post(self, path: str, body: Any) -> CyclesResponse:
+        data = body if isinstance(body, dict) else body.model_dump(exclude_none=True)
+        headers = {
+            "X-Cycles-API-Key": self._config.api_key,
+            "Content-Type": "application/json",
+            "X-Idempotency-Key": str(data["idempotency_key"]),
+        }
+        self._connection.request("POST", path, body=json.dumps(data).encode(), headers=headers)
+        response = self._connection.getresponse()
+        raw = response.read()
+        return CyclesResponse.success(response.status, json.loads(raw), headers=dict(response.getheaders()))
+
+
 def transport(client: CyclesClient, requests: int) -> dict[str, float]:
-    """Process CPU and wall time per reservation through runcycles' httpx client and through the lean one."""
+    """Process CPU and wall time per reservation through runcycles' httpx client, through `http.client` and through
+    the lean transport, interleaved in a shuffled order in rounds of 50 requests."""
+    senders = {"httpx": client, "http_client": _HttpClientCyclesClient(client), "lean": lean_client(client)}
+    cpu = dict.fromkeys(senders, 0.0)
+    wall = dict.fromkeys(senders, 0.0)
+    for sender in senders.values():
+        _reserve_many(sender, 20, threads=False)  # warm up: connections
+    order = list(senders)
+    for _ in range(requests // 50):
+        random.shuffle(order)
+        for name in order:
+            cpu_at, wall_at = time.process_time(), time.perf_counter()
+            _reserve_many(senders[name], 50, threads=False)
+            cpu[name] += time.process_time() - cpu_at
+            wall[name] += time.perf_counter() - wall_at
+    done = requests // 50 * 50
     out = {}
-    for name, sender in (("httpx", client), ("lean", lean_client(client))):
-        _reserve_many(sender, 20)  # warm up: connections
-        cpu, wall = time.process_time(), time.perf_counter()
-        for _ in range(requests):
-            _reserve_many(sender, 1, threads=False)
-        out[f"{name}_cpu_us"] = (time.process_time() - cpu) / requests * 1e6
-        out[f"{name}_wall_us"] = (time.perf_counter() - wall) / requests * 1e6
+    for name in senders:
+        out[f"{name}_cpu_us"] = cpu[name] / done * 1e6
+        out[f"{name}_wall_us"] = wall[name] / done * 1e6
     return out
 
 
@@ -185,9 +222,11 @@ def report(r: dict[str, Any], command: str) -> str:
         f"| process CPU per span, background threads included | {r['bsp_cpu_us']:.0f} us "
         f"| {r['lookup_cpu_us']:.0f} us | {r['cycles_cpu_us']:.0f} us (a real commit each) |\n"
         f"| commits sent per second by the settlement worker | | | {r['commits_per_s']:,.0f} |\n\n"
-        "One reservation request, sequential, same process and authority: through runcycles' httpx client "
-        f"{r['httpx_cpu_us']:.0f} us CPU ({r['httpx_wall_us']:.0f} us wall); through the lean transport "
-        f"(`otel_cycles._lean_client`) {r['lean_cpu_us']:.0f} us CPU ({r['lean_wall_us']:.0f} us wall).\n"
+        "One reservation request, sequential, same process and authority, the three clients interleaved: through "
+        f"runcycles' httpx client {r['httpx_cpu_us']:.0f} us CPU ({r['httpx_wall_us']:.0f} us wall); through "
+        f"`http.client` {r['http_client_cpu_us']:.0f} us CPU ({r['http_client_wall_us']:.0f} us wall); through the "
+        f"lean transport (`otel_cycles._lean_client`) {r['lean_cpu_us']:.0f} us CPU ({r['lean_wall_us']:.0f} us "
+        "wall).\n"
     )
 
 

@@ -1,26 +1,36 @@
-"""A `CyclesClient` that sends its requests over plain `http.client` keep-alive connections instead of httpx.
+"""A `CyclesClient` that sends its requests over its own small HTTP/1.1 keep-alive connections instead of httpx.
 
-On the governance path every LLM call and tool call costs a reservation, a commit and often a lookahead. Through
-runcycles' httpx-based client each request costs ~0.8 ms of CPU on this project's benchmark machine, against ~0.4 ms
-with a plain `http.client` connection (BENCHMARKS.md): httpx's request building, header merging and connection-pool
-bookkeeping dominate a loopback round trip. This subclass keeps runcycles as the protocol layer (same methods, same
-`CyclesResponse` objects, same error classification downstream) and replaces only `_post` / `_get`.
+On the governance path every LLM call and tool call costs a reservation, a commit and often a lookahead, and on a
+busy agent process the CPU of each request is on the critical path. runcycles' httpx-based client spends several
+times the CPU per loopback request of this one, and even `http.client` spends about twice as much (BENCHMARKS.md,
+"Governed-span throughput": one reservation through each): it builds the request one header at a time and parses the
+answer's headers through the `email` package. Here a request is one prepared byte string in one write and the answer
+is read line by line. runcycles stays the protocol layer (same methods, same `CyclesResponse` objects, same error
+classification downstream); this subclass replaces only `_post` / `_get`.
 
-One connection per thread (`http.client` connections are not thread-safe; the hooks run on executor threads and
-the settlement worker has its own). A request that fails on a reused keep-alive connection (the server closed it while
-idle) is sent once more on a fresh one: every POST of the Cycles protocol carries an idempotency key, so a replay
-cannot double-spend. Any other failure is a transport error, as with httpx.
+The HTTP it speaks is what a Cycles authority answers with: a status line and headers, then a body framed by
+`Content-Length`, by chunked transfer coding (what servlet containers use for a body of unknown length) or by the
+server closing the connection; interim 1xx answers are skipped; TLS through `ssl.create_default_context()`, as
+`http.client` does. Anything else (a malformed or cut-short answer, an oversized line) is a transport error, as a
+network failure is.
+
+One connection per thread (the hooks run on executor threads and the settlement worker has its own). A request that
+fails on a reused keep-alive connection (the server closed it while idle) is sent once more on a fresh one: every POST
+of the Cycles protocol carries an idempotency key, so a replay cannot double-spend.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
+import re
+import socket
+import ssl
 import threading
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -35,30 +45,132 @@ logger = logging.getLogger(__name__)
 
 _API_KEY_HEADER = "X-Cycles-API-Key"
 _IDEMPOTENCY_KEY_HEADER = "X-Idempotency-Key"
+_MAX_LINE = 65_536
+_MAX_HEADERS = 100
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
+"""Control characters: in a header value or a request target they would split the request (header injection)."""
 
 
-class _OneWrite:
-    """Send a request's head and body in one write; `http.client` writes them separately. Every socket call gives up
-    the interpreter lock, and on a busy agent process getting it back can take up to the switch interval (5 ms): the
-    cProfile of a real run's settlement worker showed its two writes per request costing more than the round trip."""
-
-    def _send_output(self, message_body: Any = None, encode_chunked: bool = False) -> None:
-        if isinstance(message_body, bytes):
-            buffer: list[bytes] = self._buffer  # type: ignore[attr-defined]
-            buffer.extend((b"", message_body))
-            message = b"\r\n".join(buffer)
-            del buffer[:]
-            self.send(message)  # type: ignore[attr-defined]
-            return
-        super()._send_output(message_body, encode_chunked)  # type: ignore[misc]
+class BadResponse(Exception):
+    """The authority's answer is not HTTP/1.x this client can read: a transport error, like a dropped connection."""
 
 
-class _Connection(_OneWrite, http.client.HTTPConnection):
-    pass
+@dataclass(frozen=True)
+class _Response:
+    status: int
+    reason: str
+    headers: dict[str, str]
+    """Lower-case names; a repeated header's values joined with ", "."""
+    body: bytes
+    will_close: bool
 
 
-class _TLSConnection(_OneWrite, http.client.HTTPSConnection):
-    pass
+class _Connection:
+    """One keep-alive HTTP/1.1 connection: a request is one write, its answer is read from a buffered reader."""
+
+    def __init__(self, host: str, port: int, tls: ssl.SSLContext | None, timeout: float) -> None:
+        sock = socket.create_connection((host, port), timeout)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if tls is not None:
+                sock = tls.wrap_socket(sock, server_hostname=host)
+        except BaseException:
+            sock.close()
+            raise
+        self._sock = sock
+        self._reader = sock.makefile("rb")
+        self._timeout = timeout
+
+    def close(self) -> None:
+        self._reader.close()
+        self._sock.close()
+
+    def exchange(self, request: bytes, timeout: float) -> _Response:
+        if timeout != self._timeout:
+            self._sock.settimeout(timeout)
+            self._timeout = timeout
+        self._sock.sendall(request)
+        version, status, reason = self._status_line()
+        headers = self._headers()
+        while 100 <= status < 200:  # an interim answer (100 Continue, 103 Early Hints): the final one follows
+            version, status, reason = self._status_line()
+            headers = self._headers()
+        will_close = "close" in headers.get("connection", "").lower() or (
+            version == "HTTP/1.0" and "keep-alive" not in headers.get("connection", "").lower()
+        )
+        if status in (204, 304):
+            body = b""
+        elif "chunked" in headers.get("transfer-encoding", "").lower():
+            body = self._chunked()
+        elif "content-length" in headers:
+            try:
+                length = int(headers["content-length"])
+            except ValueError:
+                raise BadResponse(f"bad Content-Length {headers['content-length']!r}") from None
+            if length < 0:
+                raise BadResponse(f"bad Content-Length {length}")
+            body = self._exactly(length)
+        else:  # framed by the close of the connection
+            body = self._reader.read()
+            will_close = True
+        return _Response(status, reason, headers, body, will_close)
+
+    def _line(self) -> bytes:
+        line = self._reader.readline(_MAX_LINE + 1)
+        if len(line) > _MAX_LINE:
+            raise BadResponse("response line too long")
+        return line
+
+    def _status_line(self) -> tuple[str, int, str]:
+        line = self._line()
+        if not line:
+            raise BadResponse("connection closed before an answer")
+        parts = line.decode("iso-8859-1").split(None, 2)
+        try:
+            if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or len(parts[1]) != 3:
+                raise ValueError
+            status = int(parts[1])
+        except ValueError:
+            raise BadResponse(f"bad status line {line[:80]!r}") from None
+        return parts[0], status, parts[2].strip() if len(parts) > 2 else ""
+
+    def _headers(self) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        for _ in range(_MAX_HEADERS + 1):
+            line = self._line()
+            if line in (b"\r\n", b"\n"):
+                return headers
+            if not line:
+                raise BadResponse("connection closed in the response headers")
+            name, colon, value = line.decode("iso-8859-1").partition(":")
+            if colon:
+                name, value = name.strip().lower(), value.strip()
+                headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        raise BadResponse(f"more than {_MAX_HEADERS} response headers")
+
+    def _exactly(self, n: int) -> bytes:
+        data = self._reader.read(n)
+        if len(data) < n:
+            raise BadResponse(f"response body cut short ({len(data)} of {n} bytes)")
+        return data
+
+    def _chunked(self) -> bytes:
+        chunks: list[bytes] = []
+        while True:
+            line = self._line()
+            try:
+                size = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                raise BadResponse(f"bad chunk size {line[:80]!r}") from None
+            if size < 0:
+                raise BadResponse(f"bad chunk size {size}")
+            if size == 0:
+                while self._line() not in (b"\r\n", b"\n", b""):  # trailer fields, unused
+                    pass
+                return b"".join(chunks)
+            chunks.append(self._exactly(size))
+            if self._line() not in (b"\r\n", b"\n"):
+                raise BadResponse("chunk not followed by CRLF")
 
 
 class LeanCyclesClient(CyclesClient):
@@ -69,26 +181,19 @@ class LeanCyclesClient(CyclesClient):
         parts = urlsplit(self._config.base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"unsupported Cycles base URL {self._config.base_url!r}")
-        self._https = parts.scheme == "https"
+        self._tls = ssl.create_default_context() if parts.scheme == "https" else None
         self._host = parts.hostname
-        self._port = parts.port
+        self._port = parts.port or (443 if self._tls else 80)
         self._prefix = parts.path.rstrip("/")
-        self._headers = {_API_KEY_HEADER: self._config.api_key, "Accept": "application/json"}
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        fixed = {"Host": f"{host}:{self._port}", _API_KEY_HEADER: self._config.api_key, "Accept": "application/json"}
+        if any(_UNSAFE.search(str(value)) for value in fixed.values()):
+            raise ValueError("control character in the Cycles base URL or API key")
+        self._fixed_headers = "".join(f"{name}: {value}\r\n" for name, value in fixed.items())
         self._local = threading.local()
 
-    def _connection(self) -> http.client.HTTPConnection:
-        connection: http.client.HTTPConnection | None = getattr(self._local, "connection", None)
-        if connection is None:
-            timeout = max(self._config.connect_timeout, self._config.read_timeout)
-            if self._https:
-                connection = _TLSConnection(self._host, self._port, timeout=timeout)
-            else:
-                connection = _Connection(self._host, self._port, timeout=timeout)
-            self._local.connection = connection
-        return connection
-
     def _drop_connection(self) -> None:
-        connection = getattr(self._local, "connection", None)
+        connection: _Connection | None = getattr(self._local, "connection", None)
         self._local.connection = None
         if connection is not None:
             connection.close()
@@ -107,60 +212,62 @@ class LeanCyclesClient(CyclesClient):
         finally:
             self._local.timeout = None
 
-    def _request(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> CyclesResponse:
+    def _request(self, method: str, target: str, extra_headers: dict[str, str], body: bytes) -> CyclesResponse:
+        if " " in target or _UNSAFE.search(target) or any(_UNSAFE.search(v) for v in extra_headers.values()):
+            return CyclesResponse.transport_error(ValueError(f"control character in the request to {target!r}"))
+        if method == "POST":
+            extra_headers = {**extra_headers, "Content-Length": str(len(body))}
+        head = "".join(f"{name}: {value}\r\n" for name, value in extra_headers.items())
+        request = f"{method} {target} HTTP/1.1\r\n{self._fixed_headers}{head}\r\n".encode() + body
+        bound: float | None = getattr(self._local, "timeout", None)
+        timeout = bound if bound is not None else max(self._config.connect_timeout, self._config.read_timeout)
         for attempt in range(2):
-            connection = self._connection()
-            bound = getattr(self._local, "timeout", None)
-            connection.timeout = (
-                bound if bound is not None else max(self._config.connect_timeout, self._config.read_timeout)
-            )
-            if connection.sock is not None:
-                connection.sock.settimeout(connection.timeout)
-            reused = connection.sock is not None
+            connection: _Connection | None = getattr(self._local, "connection", None)
+            reused = connection is not None
             try:
-                connection.request(method, self._prefix + path, body=body, headers=headers)
-                response = connection.getresponse()
-                raw = response.read()
-            except (OSError, http.client.HTTPException) as exc:
+                if connection is None:
+                    connection = self._local.connection = _Connection(self._host, self._port, self._tls, timeout)
+                response = connection.exchange(request, timeout)
+            except (OSError, BadResponse) as exc:
                 self._drop_connection()
                 if attempt == 0 and reused and not isinstance(exc, TimeoutError):
                     continue  # a keep-alive connection the server had closed (not a slow one): once more, fresh
-                logger.error("Transport error on %s %s: %s", method, path, exc)
+                logger.error("Transport error on %s %s: %s", method, target, exc)
                 return CyclesResponse.transport_error(exc)
             if response.will_close:
                 self._drop_connection()
-            return _to_response(response, raw)
+            return _to_response(response)
         raise AssertionError("unreachable")
 
     def _post(self, path: str, body: BaseModel | dict[str, Any]) -> CyclesResponse:
         data = _serialize_body(body)
-        headers = {**self._headers, "Content-Type": "application/json"}
+        headers = {"Content-Type": "application/json"}
         key = data.get("idempotency_key")
         if key:
             headers[_IDEMPOTENCY_KEY_HEADER] = str(key)
-        return self._request("POST", path, json.dumps(data).encode(), headers)
+        return self._request("POST", self._prefix + path, headers, json.dumps(data).encode())
 
     def _get(self, path: str, params: dict[str, str] | None = None) -> CyclesResponse:
         query = f"?{urlencode(params)}" if params else ""
-        return self._request("GET", path + query, None, self._headers)
+        return self._request("GET", self._prefix + path + query, {}, b"")
 
     def close(self) -> None:
         self._drop_connection()
         super().close()
 
 
-def _to_response(response: http.client.HTTPResponse, raw: bytes) -> CyclesResponse:
-    """What runcycles' `CyclesClient._handle_response` builds from an httpx response, from an http.client one."""
+def _to_response(response: _Response) -> CyclesResponse:
+    """What runcycles' `CyclesClient._handle_response` builds from an httpx response."""
     try:
-        body = json.loads(raw) if raw else None
+        body = json.loads(response.body) if response.body else None
     except ValueError:
         body = None
-    headers = {name: value for name in _RESPONSE_HEADERS if (value := response.getheader(name)) is not None}
-    status = response.status
-    if 200 <= status < 300:
-        return CyclesResponse.success(status, body if isinstance(body, dict) else {}, headers=headers)
+    headers = {name: value for name in _RESPONSE_HEADERS if (value := response.headers.get(name)) is not None}
+    if 200 <= response.status < 300:
+        return CyclesResponse.success(response.status, body if isinstance(body, dict) else {}, headers=headers)
     message = body.get("message") or body.get("error") if isinstance(body, dict) else None
-    return CyclesResponse.http_error(status, message or response.reason or "Unknown error", body, headers=headers)
+    reason = message or response.reason or "Unknown error"
+    return CyclesResponse.http_error(response.status, reason, body, headers=headers)
 
 
 _lean: weakref.WeakKeyDictionary[CyclesClient, CyclesClient] = weakref.WeakKeyDictionary()

@@ -4,10 +4,18 @@ transport error."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import socket
+import ssl
+import subprocess
+import threading
 import uuid
+from pathlib import Path
 from typing import Any
 
-from runcycles import CyclesClient
+import pytest
+from runcycles import CyclesClient, CyclesConfig
 
 from otel_cycles._lean_client import LeanCyclesClient, lean_client
 from tests.reliability.conftest import UNIT, Stack
@@ -76,3 +84,226 @@ def test_a_client_subclass_is_used_as_given(stack: Stack) -> None:
 
     custom = Custom(stack.config())
     assert lean_client(custom) is custom
+
+
+class RawServer:
+    """A loopback HTTP server that answers each request with the next canned byte string, as written, and records
+    every request it read and every connection it accepted: how the lean transport's framing is put to the test with
+    what real servers send (chunked bodies, interim answers, closes) and what broken ones do."""
+
+    def __init__(self, answers: list[bytes], tls: ssl.SSLContext | None = None, keep_alive: bool = True) -> None:
+        self.answers = list(answers)
+        self._keep_alive = keep_alive
+        self._closing = False
+        self.requests: list[bytes] = []
+        self.connections = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._tls = tls
+        self.port = self._listener.getsockname()[1]
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while self.answers:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            if self._closing:
+                conn.close()
+                return
+            self.connections += 1
+            try:
+                if self._tls is not None:
+                    conn = self._tls.wrap_socket(conn, server_side=True)
+                self._answer(conn)
+            except (OSError, ssl.SSLError):
+                pass  # the client gave up on this connection (a failed handshake, a malformed answer)
+            finally:
+                conn.close()
+
+    def _answer(self, conn: socket.socket) -> None:
+        reader = conn.makefile("rb")
+        while self.answers:
+            head = b""
+            while not head.endswith(b"\r\n\r\n"):
+                line = reader.readline()
+                if not line:
+                    return  # the client closed the connection
+                head += line
+            length = next(
+                (int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length:")), 0
+            )
+            self.requests.append(head + reader.read(length))
+            answer = self.answers.pop(0)
+            conn.sendall(answer)
+            framed = b"Content-Length" in answer or b"chunked" in answer
+            if not self._keep_alive or not framed or b"Connection: close" in answer:
+                return
+
+    def close(self) -> None:
+        self._closing = True
+        self.answers.clear()
+        with contextlib.suppress(OSError):  # wake a thread waiting in accept(), which a close alone does not
+            socket.create_connection(("127.0.0.1", self.port), 1).close()
+        self._thread.join(5)
+        self._listener.close()
+
+
+def _json(status: str, body: bytes, *headers: str) -> bytes:
+    head = "".join(f"{h}\r\n" for h in headers)
+    return f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n{head}".encode() + b"\r\n" + body
+
+
+BALANCES = b'{"balances": [], "has_more": false}'
+
+
+def _config(base_url: str, api_key: str = "cyc_test_key") -> CyclesConfig:
+    return CyclesConfig(base_url=base_url, api_key=api_key, read_timeout=2.0, connect_timeout=2.0)
+
+
+def _lean(server: RawServer, scheme: str = "http") -> LeanCyclesClient:
+    client = lean_client(CyclesClient(_config(f"{scheme}://127.0.0.1:{server.port}")))
+    assert isinstance(client, LeanCyclesClient)
+    return client
+
+
+def test_reads_every_framing_a_server_may_use() -> None:
+    # Two chunks, the first with a chunk extension, then a trailer field: all legal, the extras to be skipped.
+    chunked = b"a;ext=1\r\n%s\r\n%x\r\n%s\r\n0\r\nX-Trailer: t\r\n\r\n" % (
+        BALANCES[:10],
+        len(BALANCES) - 10,
+        BALANCES[10:],
+    )
+    server = RawServer(
+        [
+            _json("200 OK", BALANCES, f"Content-Length: {len(BALANCES)}", "X-Request-Id: by-length"),
+            # An interim answer before the final one, which comes in chunks.
+            b"HTTP/1.1 100 Continue\r\n\r\n"
+            + _json("200 OK", chunked, "Transfer-Encoding: chunked", "X-Request-Id: chunked"),
+            _json("200 OK", BALANCES, "X-Request-Id: by-close"),  # no length: the body ends with the connection
+        ]
+    )
+    try:
+        lean = _lean(server)
+        answers = [lean.get_balances(tenant="t") for _ in range(3)]
+    finally:
+        server.close()
+    assert [(a.status, a.body, a.headers.get("x-request-id")) for a in answers] == [
+        (200, json.loads(BALANCES), rid) for rid in ("by-length", "chunked", "by-close")
+    ]
+    assert server.connections == 1  # kept alive through the length- and chunk-framed answers
+    first = server.requests[0].decode()
+    assert first.startswith("GET /v1/balances?tenant=t HTTP/1.1\r\n")
+    assert f"Host: 127.0.0.1:{server.port}\r\n" in first and "X-Cycles-API-Key: cyc_test_key\r\n" in first
+
+
+def test_a_post_carries_its_length_and_idempotency_key_and_a_close_opens_a_fresh_connection() -> None:
+    ok = b'{"reservation_id": "r1"}'
+    server = RawServer([_json("200 OK", ok, f"Content-Length: {len(ok)}", "Connection: close")] * 2)
+    try:
+        lean = _lean(server)
+        body = {"idempotency_key": "key-1", "actual": {"unit": UNIT, "amount": 5}}
+        answers = [lean.commit_reservation("r1", {**body, "idempotency_key": f"key-{i}"}) for i in (1, 2)]
+    finally:
+        server.close()
+    assert [a.status for a in answers] == [200, 200] and server.connections == 2
+    head, _, sent = server.requests[0].partition(b"\r\n\r\n")
+    assert head.startswith(b"POST /v1/reservations/r1/commit HTTP/1.1\r\n")
+    assert b"X-Idempotency-Key: key-1\r\n" in head + b"\r\n" and f"Content-Length: {len(sent)}".encode() in head
+    assert json.loads(sent) == body
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 2OO OK\r\nContent-Length: 2\r\n\r\n{}",  # not a status code
+        b"SPDY/3 200 OK\r\nContent-Length: 2\r\n\r\n{}",  # not HTTP/1.x
+        b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n{}",  # the body is cut short by the close
+        b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n{}",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",  # not a chunk size
+        b"HTTP/1.1 200 OK\r\n" + b"X-Filler: 1\r\n" * 101 + b"\r\n",  # more headers than any server sends
+        b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 70_000 + b"\r\n\r\n",  # a header line past the line limit
+        b"",  # closed without an answer
+    ],
+)
+def test_a_malformed_answer_is_a_transport_error_and_the_next_request_works(answer: bytes) -> None:
+    good = _json("200 OK", BALANCES, f"Content-Length: {len(BALANCES)}")
+    # The server closes the connection after each malformed answer. A closed connection with no answer on a fresh
+    # connection is not retried; the second request then opens another connection and gets the good answer.
+    server = RawServer([answer, good], keep_alive=False)
+    try:
+        lean = _lean(server)
+        broken = lean.get_balances(tenant="t")
+        healthy = lean.get_balances(tenant="t")
+    finally:
+        server.close()
+    assert broken.is_transport_error and not broken.is_success
+    assert healthy.status == 200 and healthy.body == json.loads(BALANCES)
+    assert server.connections == 2
+
+
+def test_a_control_character_in_a_header_value_is_refused_before_anything_is_sent() -> None:
+    server = RawServer([_json("200 OK", b"{}", "Content-Length: 2")])
+    try:
+        lean = _lean(server)
+        body = {"idempotency_key": "k\r\nX-Injected: 1", "actual": {"unit": UNIT, "amount": 5}}
+        response = lean.commit_reservation("r1", body)
+        refused_id = lean.commit_reservation("r1\r\nX-Injected: 1", {**body, "idempotency_key": "k"})
+    finally:
+        server.close()
+    assert response.is_transport_error and refused_id.is_transport_error
+    assert server.requests == []
+    with pytest.raises(ValueError):
+        LeanCyclesClient(CyclesClient(_config("http://127.0.0.1:1", "cyc\r\nX-Injected: 1")))
+
+
+def _self_signed(tmp: Path) -> tuple[Path, Path]:
+    cert, key = tmp / "cert.pem", tmp / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+def test_https_verifies_the_server_certificate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cert, key = _self_signed(tmp_path)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    good = _json("200 OK", BALANCES, f"Content-Length: {len(BALANCES)}")
+
+    server = RawServer([good], tls)  # a certificate nobody trusts: refused, and nothing is read from it
+    try:
+        untrusted = _lean(server, "https").get_balances(tenant="t")
+    finally:
+        server.close()
+    assert untrusted.is_transport_error and server.requests == []
+
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # read when the client builds its TLS context
+    server = RawServer([good, good], tls)
+    try:
+        lean = _lean(server, "https")
+        answers = [lean.get_balances(tenant="t") for _ in range(2)]
+    finally:
+        server.close()
+    assert [(a.status, a.body) for a in answers] == [(200, json.loads(BALANCES))] * 2
+    assert server.connections == 1
