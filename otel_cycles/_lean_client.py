@@ -2,9 +2,9 @@
 
 On the governance path every LLM call and tool call costs a reservation, a commit and often a lookahead, and on a
 busy agent process the CPU of each request is on the critical path. runcycles' httpx-based client spends several
-times the CPU per loopback request of this one, and even `http.client` spends about twice as much (BENCHMARKS.md,
-"Governed-span throughput": one reservation through each): it builds the request one header at a time and parses the
-answer's headers through the `email` package. Here a request is one prepared byte string in one write and the answer
+times the CPU per loopback request of this one, and even `http.client` spends markedly more (BENCHMARKS.md,
+"Governed-span throughput", one reservation through each, side by side): it builds the request one header at a time
+and parses the answer's headers through the `email` package. Here a request is one prepared byte string in one write and the answer
 is read line by line. runcycles stays the protocol layer (same methods, same `CyclesResponse` objects, same error
 classification downstream); this subclass replaces only `_post` / `_get`.
 
