@@ -4,9 +4,9 @@ On the governance path every LLM call and tool call costs a reservation, a commi
 busy agent process the CPU of each request is on the critical path. runcycles' httpx-based client spends several
 times the CPU per loopback request of this one, and even `http.client` spends markedly more (BENCHMARKS.md,
 "Governed-span throughput", one reservation through each, side by side): it builds the request one header at a time
-and parses the answer's headers through the `email` package. Here a request is one prepared byte string in one write and the answer
-is read line by line. runcycles stays the protocol layer (same methods, same `CyclesResponse` objects, same error
-classification downstream); this subclass replaces only `_post` / `_get`.
+and parses the answer's headers through the `email` package. Here a request is one prepared byte string in one write
+and the answer is read line by line. runcycles stays the protocol layer (same methods, same `CyclesResponse`
+objects, same error classification downstream); this subclass replaces only `_post` / `_get`.
 
 The HTTP it speaks is what a Cycles authority answers with: a status line and headers, then a body framed by
 `Content-Length`, by chunked transfer coding (what servlet containers use for a body of unknown length) or by the
@@ -47,6 +47,9 @@ _API_KEY_HEADER = "X-Cycles-API-Key"
 _IDEMPOTENCY_KEY_HEADER = "X-Idempotency-Key"
 _MAX_LINE = 65_536
 _MAX_HEADERS = 100
+_MAX_BODY = 64 * 1024 * 1024
+"""Larger than any answer of the protocol (list endpoints are paginated); a length past it is a broken answer, not a
+buffer to allocate."""
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
 """Control characters: in a header value or a request target they would split the request (header injection)."""
 
@@ -107,11 +110,11 @@ class _Connection:
                 length = int(headers["content-length"])
             except ValueError:
                 raise BadResponse(f"bad Content-Length {headers['content-length']!r}") from None
-            if length < 0:
-                raise BadResponse(f"bad Content-Length {length}")
             body = self._exactly(length)
         else:  # framed by the close of the connection
-            body = self._reader.read()
+            body = self._reader.read(_MAX_BODY + 1)
+            if len(body) > _MAX_BODY:
+                raise BadResponse(f"response body over {_MAX_BODY} bytes")
             will_close = True
         return _Response(status, reason, headers, body, will_close)
 
@@ -149,6 +152,8 @@ class _Connection:
         raise BadResponse(f"more than {_MAX_HEADERS} response headers")
 
     def _exactly(self, n: int) -> bytes:
+        if not 0 <= n <= _MAX_BODY:
+            raise BadResponse(f"bad body or chunk length {n}")
         data = self._reader.read(n)
         if len(data) < n:
             raise BadResponse(f"response body cut short ({len(data)} of {n} bytes)")
@@ -156,19 +161,21 @@ class _Connection:
 
     def _chunked(self) -> bytes:
         chunks: list[bytes] = []
+        total = 0
         while True:
             line = self._line()
             try:
                 size = int(line.split(b";", 1)[0].strip(), 16)
             except ValueError:
                 raise BadResponse(f"bad chunk size {line[:80]!r}") from None
-            if size < 0:
-                raise BadResponse(f"bad chunk size {size}")
             if size == 0:
                 while self._line() not in (b"\r\n", b"\n", b""):  # trailer fields, unused
                     pass
                 return b"".join(chunks)
             chunks.append(self._exactly(size))
+            total += size
+            if total > _MAX_BODY:
+                raise BadResponse(f"response body over {_MAX_BODY} bytes")
             if self._line() not in (b"\r\n", b"\n"):
                 raise BadResponse("chunk not followed by CRLF")
 

@@ -221,6 +221,8 @@ def test_a_post_carries_its_length_and_idempotency_key_and_a_close_opens_a_fresh
         b"SPDY/3 200 OK\r\nContent-Length: 2\r\n\r\n{}",  # not HTTP/1.x
         b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n{}",  # the body is cut short by the close
         b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n{}",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000000000000\r\n\r\n{}",  # not a buffer to allocate
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n{}\r\n0\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",  # not a chunk size
         b"HTTP/1.1 200 OK\r\n" + b"X-Filler: 1\r\n" * 101 + b"\r\n",  # more headers than any server sends
         b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 70_000 + b"\r\n\r\n",  # a header line past the line limit
