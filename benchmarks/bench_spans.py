@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from runcycles import CyclesClient, CyclesConfig
+from runcycles.client import _serialize_body
 from runcycles.response import CyclesResponse
 
 from benchmarks._results import RESULTS_DIR, write_json, write_section
@@ -146,7 +147,7 @@ class _HttpClientCyclesClient(CyclesClient):
         self._connection = http.client.HTTPConnection(url.hostname or "", url.port)
 
     def _post(self, path: str, body: Any) -> CyclesResponse:
-        data = body if isinstance(body, dict) else body.model_dump(exclude_none=True)
+        data = _serialize_body(body)
         headers = {
             "X-Cycles-API-Key": self._config.api_key,
             "Content-Type": "application/json",

@@ -54,7 +54,7 @@ _UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
 """Control characters: in a header value or a request target they would split the request (header injection)."""
 
 
-class BadResponse(Exception):
+class _BadResponse(Exception):
     """The authority's answer is not HTTP/1.x this client can read: a transport error, like a dropped connection."""
 
 
@@ -93,14 +93,13 @@ class _Connection:
             self._sock.settimeout(timeout)
             self._timeout = timeout
         self._sock.sendall(request)
-        version, status, reason = self._status_line()
-        headers = self._headers()
-        while 100 <= status < 200:  # an interim answer (100 Continue, 103 Early Hints): the final one follows
+        while True:
             version, status, reason = self._status_line()
             headers = self._headers()
-        will_close = "close" in headers.get("connection", "").lower() or (
-            version == "HTTP/1.0" and "keep-alive" not in headers.get("connection", "").lower()
-        )
+            if not 100 <= status < 200:
+                break  # else an interim answer (100 Continue, 103 Early Hints): the final one follows
+        connection = headers.get("connection", "").lower()
+        will_close = "close" in connection or (version == "HTTP/1.0" and "keep-alive" not in connection)
         if status in (204, 304):
             body = b""
         elif "chunked" in headers.get("transfer-encoding", "").lower():
@@ -109,32 +108,32 @@ class _Connection:
             try:
                 length = int(headers["content-length"])
             except ValueError:
-                raise BadResponse(f"bad Content-Length {headers['content-length']!r}") from None
+                raise _BadResponse(f"bad Content-Length {headers['content-length']!r}") from None
             body = self._exactly(length)
         else:  # framed by the close of the connection
             body = self._reader.read(_MAX_BODY + 1)
             if len(body) > _MAX_BODY:
-                raise BadResponse(f"response body over {_MAX_BODY} bytes")
+                raise _BadResponse(f"response body over {_MAX_BODY} bytes")
             will_close = True
         return _Response(status, reason, headers, body, will_close)
 
     def _line(self) -> bytes:
         line = self._reader.readline(_MAX_LINE + 1)
         if len(line) > _MAX_LINE:
-            raise BadResponse("response line too long")
+            raise _BadResponse("response line too long")
         return line
 
     def _status_line(self) -> tuple[str, int, str]:
         line = self._line()
         if not line:
-            raise BadResponse("connection closed before an answer")
+            raise _BadResponse("connection closed before an answer")
         parts = line.decode("iso-8859-1").split(None, 2)
         try:
             if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or len(parts[1]) != 3:
                 raise ValueError
             status = int(parts[1])
         except ValueError:
-            raise BadResponse(f"bad status line {line[:80]!r}") from None
+            raise _BadResponse(f"bad status line {line[:80]!r}") from None
         return parts[0], status, parts[2].strip() if len(parts) > 2 else ""
 
     def _headers(self) -> dict[str, str]:
@@ -144,19 +143,19 @@ class _Connection:
             if line in (b"\r\n", b"\n"):
                 return headers
             if not line:
-                raise BadResponse("connection closed in the response headers")
+                raise _BadResponse("connection closed in the response headers")
             name, colon, value = line.decode("iso-8859-1").partition(":")
             if colon:
                 name, value = name.strip().lower(), value.strip()
                 headers[name] = f"{headers[name]}, {value}" if name in headers else value
-        raise BadResponse(f"more than {_MAX_HEADERS} response headers")
+        raise _BadResponse(f"more than {_MAX_HEADERS} response headers")
 
     def _exactly(self, n: int) -> bytes:
         if not 0 <= n <= _MAX_BODY:
-            raise BadResponse(f"bad body or chunk length {n}")
+            raise _BadResponse(f"bad body or chunk length {n}")
         data = self._reader.read(n)
         if len(data) < n:
-            raise BadResponse(f"response body cut short ({len(data)} of {n} bytes)")
+            raise _BadResponse(f"response body cut short ({len(data)} of {n} bytes)")
         return data
 
     def _chunked(self) -> bytes:
@@ -167,7 +166,7 @@ class _Connection:
             try:
                 size = int(line.split(b";", 1)[0].strip(), 16)
             except ValueError:
-                raise BadResponse(f"bad chunk size {line[:80]!r}") from None
+                raise _BadResponse(f"bad chunk size {line[:80]!r}") from None
             if size == 0:
                 while self._line() not in (b"\r\n", b"\n", b""):  # trailer fields, unused
                     pass
@@ -175,9 +174,9 @@ class _Connection:
             chunks.append(self._exactly(size))
             total += size
             if total > _MAX_BODY:
-                raise BadResponse(f"response body over {_MAX_BODY} bytes")
+                raise _BadResponse(f"response body over {_MAX_BODY} bytes")
             if self._line() not in (b"\r\n", b"\n"):
-                raise BadResponse("chunk not followed by CRLF")
+                raise _BadResponse("chunk not followed by CRLF")
 
 
 class LeanCyclesClient(CyclesClient):
@@ -235,7 +234,7 @@ class LeanCyclesClient(CyclesClient):
                 if connection is None:
                     connection = self._local.connection = _Connection(self._host, self._port, self._tls, timeout)
                 response = connection.exchange(request, timeout)
-            except (OSError, BadResponse) as exc:
+            except (OSError, _BadResponse) as exc:
                 self._drop_connection()
                 if attempt == 0 and reused and not isinstance(exc, TimeoutError):
                     continue  # a keep-alive connection the server had closed (not a slow one): once more, fresh
