@@ -209,7 +209,8 @@ def run_row(env: Env, framework: str, model_ms: int, tool_ms: int, calls: int, r
 
 
 def summarise(samples: dict[str, list[Sample]], governed: int, per: str) -> dict[str, Any]:
-    """Paired differences against the ungoverned variant of the same round, medians over rounds."""
+    """Paired differences against the ungoverned variant of the same round, medians over rounds; each ratio with its
+    95 % bootstrap interval (`ratio_interval`)."""
     out: dict[str, Any] = {"governed_calls": governed}
     for variant in (v for v in samples if v != "none"):
         pairs = list(zip(samples[variant], samples["none"], strict=True))
@@ -218,13 +219,36 @@ def summarise(samples: dict[str, list[Sample]], governed: int, per: str) -> dict
         out[f"{variant}_authority_cpu_ms"] = statistics.median(v[2] for v in samples[variant]) * 1000
     out["none_ms"] = statistics.median(s[0] for s in samples["none"]) * 1000
     out["ratio"] = out["ours_ms"] / out["guide_ms"] if out["guide_ms"] > 0 else float("nan")
+    out["ratio_interval"] = ratio_interval(samples, "ours")
     for variant in ("guide_lean", "ours_nowait"):
         if f"{variant}_ms" in out:
             out[f"{variant}_ratio"] = out[f"{variant}_ms"] / out["guide_ms"] if out["guide_ms"] > 0 else float("nan")
+            out[f"{variant}_ratio_interval"] = ratio_interval(samples, variant)
     out["cpu_ratio"] = (
         out["ours_cpu_ms_per_call"] / out["guide_cpu_ms_per_call"] if out["guide_cpu_ms_per_call"] > 0 else float("nan")
     )
     return out
+
+
+BOOTSTRAP_RESAMPLES = 2000
+
+
+def ratio_interval(samples: dict[str, list[Sample]], variant: str) -> tuple[float, float]:
+    """95 % percentile-bootstrap interval of `variant`'s ratio (its median overhead over the guide's): whole rounds
+    are resampled, so each keeps its pairing with the ungoverned run and the guide's run of the same round. Seeded,
+    so the same samples always give the same interval. How far a ratio can move when the same code is run again."""
+    rounds = list(zip(samples[variant], samples["guide"], samples["none"], strict=True))
+    rng = random.Random(0)
+    ratios = []
+    for _ in range(BOOTSTRAP_RESAMPLES):
+        drawn = rng.choices(rounds, k=len(rounds))
+        guide = statistics.median(g[0] - n[0] for _, g, n in drawn)
+        if guide > 0:
+            ratios.append(statistics.median(v[0] - n[0] for v, _, n in drawn) / guide)
+    if not ratios:
+        return float("nan"), float("nan")
+    ratios.sort()
+    return ratios[int(0.025 * len(ratios))], ratios[min(len(ratios) - 1, int(0.975 * len(ratios)))]
 
 
 def run_waves(env: Env, framework: str, sizes: tuple[int, ...], rounds: int) -> list[dict[str, Any]]:
@@ -266,12 +290,20 @@ def run_waves(env: Env, framework: str, sizes: tuple[int, ...], rounds: int) -> 
     return results
 
 
+def _ratio(r: dict[str, Any], key: str, *, bold: bool = False) -> str:
+    """A ratio with its 95 % bootstrap interval: `0.70 [0.62-0.78]`."""
+    low, high = r[f"{key}_interval"]
+    value = f"**{r[key]:.2f}**" if bold else f"{r[key]:.2f}"
+    return f"{value} [{low:.2f}-{high:.2f}]"
+
+
 def _row_line(r: dict[str, Any]) -> str:
     return (
         f"| {r['framework']} | {r['model_ms']} / {r['tool_ms']} ms | {r['llm_calls']} ({r['governed_calls']}) "
-        f"| {r['none_ms']:.1f} ms | {r['guide_ms']:.2f} ms | {r['guide_lean_ms']:.2f} ms ({r['guide_lean_ratio']:.2f}) "
-        f"| {r['ours_ms']:.2f} ms | **{r['ratio']:.2f}** "
-        f"| {r['ours_nowait_ms']:.2f} ms ({r['ours_nowait_ratio']:.2f}) "
+        f"| {r['none_ms']:.1f} ms | {r['guide_ms']:.2f} ms "
+        f"| {r['guide_lean_ms']:.2f} ms ({_ratio(r, 'guide_lean_ratio')}) "
+        f"| {r['ours_ms']:.2f} ms | {_ratio(r, 'ratio', bold=True)} "
+        f"| {r['ours_nowait_ms']:.2f} ms ({_ratio(r, 'ours_nowait_ratio')}) "
         f"| {r['guide_cpu_ms_per_call']:.2f} / {r['ours_cpu_ms_per_call']:.2f} ms "
         f"| {r['guide_authority_cpu_ms']:.1f} / {r['ours_authority_cpu_ms']:.1f} ms |"
     )
@@ -281,8 +313,8 @@ def _wave_line(r: dict[str, Any]) -> str:
     w, rate = r["wave_ms"], r["governed_calls_per_s"]
     return (
         f"| {r['framework']} | {r['concurrent']} | {w['none']:.0f} / {w['guide']:.0f} / {w['ours']:.0f} ms "
-        f"| {r['guide_ms']:.1f} ms | {r['guide_lean_ms']:.1f} ms ({r['guide_lean_ratio']:.2f}) "
-        f"| {r['ours_ms']:.1f} ms | **{r['ratio']:.2f}** "
+        f"| {r['guide_ms']:.1f} ms | {r['guide_lean_ms']:.1f} ms ({_ratio(r, 'guide_lean_ratio')}) "
+        f"| {r['ours_ms']:.1f} ms | {_ratio(r, 'ratio', bold=True)} "
         f"| {rate['guide']:,.0f} / {rate['guide_lean']:,.0f} / {rate['ours']:,.0f} "
         f"| {r['guide_authority_cpu_ms']:.0f} / {r['ours_authority_cpu_ms']:.0f} ms |"
     )
@@ -309,6 +341,8 @@ def report(rows: list[dict[str, Any]], waves: list[dict[str, Any]], command: str
         "every call is decided by a reservation and balances are settled when `run()` returns. "
         "`settle_timeout_s=0` is otel-cycles without the end-of-run wait for the run's commits (balances then settle "
         "about a round trip after `run()` returns).\n\n"
+        "Each ratio is followed by its 95 % bootstrap interval over the rounds (whole rounds resampled; "
+        "`ratio_interval` in `benchmarks/bench_agents.py`): how far it may move when the same code runs again.\n\n"
         "**Overhead per run** (wall time minus the ungoverned run of the same round, median over rounds):\n\n"
         + head
         + "\n"

@@ -15,7 +15,7 @@ from typing import Any
 
 from otel_cycles import metrics
 from otel_cycles._accounting import TOOL_KIND
-from otel_cycles._lookahead import Lookahead
+from otel_cycles._lookahead import Lookahead, ToolRace
 from otel_cycles._reaper import REAPER
 from otel_cycles._registry import PendingReservation, RunState
 from otel_cycles._reserve import Allowed, ReserveResult
@@ -35,15 +35,21 @@ class RunLookaheads:
         self._ttl_ms = ttl_ms
         self._body = body
         """Builds the reservation request of an action and amount."""
+        self._tool_race = ToolRace()
+        """Whether tool lookaheads leave before their tools ask for them, with this callback's agent."""
 
     def make(self, pending: PendingReservation, tools: list[tuple[str, int]], next_llm: int | None) -> None:
         """Reserve the tool calls an answer names, `(tool, estimate)`, while together they are no bigger than what the
         run may hold ahead for its next LLM call, and then that next LLM call (`next_llm`: its amount; None: the answer
         ends the run). One lane thread sends them in that order: the tool calls come first, right after this hook,
-        while the next LLM call comes only after them, and a single-threaded authority answers in arrival order."""
+        while the next LLM call comes only after them, and a single-threaded authority answers in arrival order. Tool
+        calls are reserved ahead only while the lane has been sending their lookaheads before their hooks asked
+        (`ToolRace`); otherwise only the next LLM call is."""
         run = pending.run
         batch: list[Lookahead] = []
         room = pending.lookahead_amount or 0
+        if tools and not self._tool_race.worth_it():
+            tools = []
         for tool, estimate in tools:
             room -= estimate
             if room < 0:
@@ -74,6 +80,8 @@ class RunLookaheads:
             return None
         fits = lookahead.action == action and lookahead.amount >= estimate
         allowed, outcome = lookahead.claim(LOOKAHEAD_WAIT_S, send_here if fits else None)
+        if action["kind"] == TOOL_KIND and fits:
+            self._tool_race.record(not lookahead.sent_by_call)
         if allowed is not None:
             if fits and lookahead.lease_left_ms(allowed, self._ttl_ms) >= self._ttl_ms / 2:
                 metrics.lookahead.add(1, {"outcome": "adopted"})

@@ -18,6 +18,7 @@ from opentelemetry import trace
 
 from otel_cycles import CyclesBudgetCallback
 from otel_cycles import callback as callback_module
+from otel_cycles._lookahead import ToolRace
 from otel_cycles._reserve import Allowed
 from otel_cycles.testing import ScriptedModel
 from tests.conftest import Tenant
@@ -239,3 +240,77 @@ def test_a_cancelled_run_releases_its_lookahead(tenant: Tenant, metric_reader) -
     # The tool's own lookahead: adopted by the tool call (sent by the lane, or by the tool's hook if it came first).
     assert outcomes == {"adopted": 1}
     assert tenant.spent() == llm_price(101, 21)  # the first answer only (the scripted model's usage for request 1)
+
+
+# -- tool lookaheads only while the lane sends them first -----------------------------------------------------------
+
+
+def test_the_tool_race_turns_tool_lookaheads_off_while_the_tools_send_them_and_probes_again() -> None:
+    race = ToolRace()
+    assert all(race.worth_it() for _ in range(3))  # too little seen yet: made
+    for _ in range(ToolRace.WINDOW):
+        race.record(False)  # every tool sent its own
+    made = [race.worth_it() for _ in range(4 * ToolRace.PROBE_EVERY)]
+    # Off, except one probe every PROBE_EVERY answers (the 3 answers above counted too).
+    assert made == [(3 + n) % ToolRace.PROBE_EVERY == 0 for n in range(1, len(made) + 1)]
+    for _ in range(ToolRace.WINDOW // 4):
+        race.record(True)  # the lane was first in a quarter of the last WINDOW: on again
+    assert race.worth_it() and race.worth_it()
+    for _ in range(ToolRace.WINDOW - ToolRace.WINDOW // 4 + 1):
+        race.record(False)  # one of the lane's firsts ages out of the window: 3 of the last 16, under a quarter
+    assert [race.worth_it() for _ in range(ToolRace.PROBE_EVERY)].count(True) == 1
+
+
+def test_a_tool_lookahead_the_lane_sent_first_is_scored_and_none_are_made_once_tools_send_their_own(
+    tenant: Tenant, metric_reader
+) -> None:
+    """Hooks driven by hand, so the lane has certainly sent the tool's lookahead before the tool's hook asks."""
+    tenant.budget("", BIG)
+    before = lookahead_outcomes(metric_reader)
+    callback = CyclesBudgetCallback(client=tenant.client, tenant=tenant.id, llm_estimate=1_000_000, tool_estimate=1_000)
+    race = callback._lookaheads._tool_race
+    tracer = trace.get_tracer("any_agent")
+    invoke = tracer.start_span("invoke_agent [t]", attributes={"gen_ai.request.model": "openai:gpt-4o"})
+    context = Context(current_span=invoke, trace=AgentTrace(), tracer=tracer, shared={})
+    callback.before_agent_invocation(context, "prompt")
+
+    def answer_naming_a_tool() -> None:
+        llm = tracer.start_span("call_llm gpt-4o", attributes={"gen_ai.request.model": "gpt-4o"})
+        context.current_span = llm
+        callback.before_llm_call(context)
+        llm.set_attributes(
+            {
+                "gen_ai.usage.input_tokens": 100,
+                "gen_ai.usage.output_tokens": 10,
+                "gen_ai.output.type": "json",
+                "gen_ai.output": '[{"tool.name": "search"}]',
+            }
+        )
+        callback.after_llm_call(context)
+        llm.end()
+
+    def run_the_tool() -> Any:
+        tool = tracer.start_span("execute_tool search", attributes={"gen_ai.tool.name": "search"})
+        context.current_span = tool
+        callback.before_tool_execution(context)
+        callback.after_tool_execution(context)
+        tool.end()
+        return tool
+
+    answer_naming_a_tool()
+    run = context.shared[callback._state_key]
+    [tool_lookahead] = run.tool_lookaheads
+    assert tool_lookahead._done.wait(5)  # the lane sent it and it is back
+    assert run_the_tool().attributes["cycles.lookahead"] is True
+    assert list(race._lane_first) == [True]
+
+    for _ in range(ToolRace.WINDOW):
+        race.record(False)  # as if every tool since had sent its own
+    answer_naming_a_tool()  # (not a probe: the race has counted 2 answers)
+    assert run.tool_lookaheads == [] and run.lookahead is not None  # the next LLM call's is still made
+    assert "cycles.lookahead" not in run_the_tool().attributes  # the tool reserved for itself
+    invoke.end()
+    callback.after_agent_invocation(context, "prompt")
+    assert tenant.active() == []
+    assert grew(before, lookahead_outcomes(metric_reader)) == {"adopted": 2, "unused": 1}
+    assert tenant.spent() == 2 * llm_price(100, 10) + 2 * 1_000  # settled when the run returned
