@@ -18,7 +18,8 @@ Concurrency: N runs of one agent at once under one event loop (`asyncio.gather` 
 latency, 2 LLM calls + 1 tool call per run (tinyagent: + its final-answer tool call); overhead per wave = the wave's
 wall time minus the baseline wave's.
 
-Run: `python -m benchmarks.bench_agents [--quick] [--no-write]` (`--quick`: fewer rounds and rows).
+Run: `python -m benchmarks.bench_agents [--quick] [--no-write] [--also ours_tools_always]` (`--quick`: fewer rounds
+and rows; `--also`: a variant beside otel-cycles in the rows' rounds, to weigh a design choice, see `EXTRA_VARIANTS`).
 """
 
 from __future__ import annotations
@@ -51,11 +52,16 @@ from benchmarks.bench_authority import setup, start_server
 from benchmarks.guide_recipe import GuideBudgetCallback
 from otel_cycles import CyclesBudgetCallback
 from otel_cycles._lean_client import lean_client
+from otel_cycles._lookahead import ToolRace
 
 VARIANTS = ("none", "guide", "guide_lean", "ours", "ours_nowait")
 """`guide_lean`: the guide's recipe through our transport (the floor, see above); `ours_nowait`: otel-cycles with
 `settle_timeout_s=0` (the end of a run does not wait for its commits)."""
 WAVE_VARIANTS = ("none", "guide", "guide_lean", "ours")
+EXTRA_VARIANTS = {
+    "ours_tools_always": "otel-cycles reserving the tools of every answer ahead (`ToolRace` overruled)",
+}
+"""Variants `--also` adds to the rows, to compare a design choice side by side."""
 FRAMEWORKS = ("tinyagent", "openai")
 LATENCY_ROWS = ((0, 0), (20, 0), (200, 50))
 """(model latency ms, tool latency ms)."""
@@ -124,6 +130,11 @@ def process_cpu_s(pid: int) -> float:
     return total / 1e9
 
 
+class _AlwaysRace(ToolRace):
+    def worth_it(self) -> bool:
+        return True
+
+
 @dataclass
 class Env:
     base_url: str
@@ -140,6 +151,10 @@ class Env:
             return [CyclesBudgetCallback(client=client, tenant="bench", agent="a1")]
         if variant == "ours_nowait":
             return [CyclesBudgetCallback(client=client, tenant="bench", agent="a1", settle_timeout_s=0)]
+        if variant == "ours_tools_always":
+            callback = CyclesBudgetCallback(client=client, tenant="bench", agent="a1")
+            callback._lookaheads._tool_race = _AlwaysRace()
+            return [callback]
         return []
 
 
@@ -182,15 +197,17 @@ def _timed(run: Callable[[], Any], authority_pid: int) -> Sample:
     return time.perf_counter() - wall, time.process_time() - cpu, process_cpu_s(authority_pid) - authority
 
 
-def run_row(env: Env, framework: str, model_ms: int, tool_ms: int, calls: int, rounds: int) -> dict[str, Any]:
+def run_row(
+    env: Env, framework: str, model_ms: int, tool_ms: int, calls: int, rounds: int, variants: tuple[str, ...] = VARIANTS
+) -> dict[str, Any]:
     """Overhead per run of the guide and of otel-cycles at one latency and run length."""
     server, url = start_model(model_ms, calls - 1)
     try:
-        agents = make_agents(env, framework, url, tool_ms)
+        agents = make_agents(env, framework, url, tool_ms, variants)
         # Warm up every variant (imports, connection pools, price caches) and count the governed calls of a run.
-        spans = {variant: governed_calls(agents[variant].run(PROMPT)) for variant in VARIANTS for _ in range(2)}
-        samples: dict[str, list[Sample]] = {variant: [] for variant in VARIANTS}
-        order = list(VARIANTS)
+        spans = {variant: governed_calls(agents[variant].run(PROMPT)) for variant in variants for _ in range(2)}
+        samples: dict[str, list[Sample]] = {variant: [] for variant in variants}
+        order = list(variants)
         for _ in range(rounds):
             random.shuffle(order)
             gc.collect()
@@ -220,7 +237,7 @@ def summarise(samples: dict[str, list[Sample]], governed: int, per: str) -> dict
     out["none_ms"] = statistics.median(s[0] for s in samples["none"]) * 1000
     out["ratio"] = out["ours_ms"] / out["guide_ms"] if out["guide_ms"] > 0 else float("nan")
     out["ratio_interval"] = ratio_interval(samples, "ours")
-    for variant in ("guide_lean", "ours_nowait"):
+    for variant in (v for v in samples if v not in ("none", "guide", "ours")):
         if f"{variant}_ms" in out:
             out[f"{variant}_ratio"] = out[f"{variant}_ms"] / out["guide_ms"] if out["guide_ms"] > 0 else float("nan")
             out[f"{variant}_ratio_interval"] = ratio_interval(samples, variant)
@@ -359,8 +376,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frameworks", default=None, help="comma-separated (default tinyagent,openai)")
     parser.add_argument("--waves", default=None, help="concurrency levels, e.g. 1,4 (default 1,4,16,64; 'none')")
     parser.add_argument("--rows", default=None, help="model/tool/calls triples, e.g. 20/0/8,0/0/1 ('none': no rows)")
+    parser.add_argument("--also", default="", help=f"extra row variants, comma-separated: {', '.join(EXTRA_VARIANTS)}")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
+    extra = tuple(v for v in args.also.split(",") if v)
+    if unknown := set(extra) - set(EXTRA_VARIANTS):
+        parser.error(f"unknown variants: {', '.join(sorted(unknown))}")
     rounds = args.rounds or (8 if args.quick else 25)
     frameworks = args.frameworks.split(",") if args.frameworks else (["tinyagent"] if args.quick else FRAMEWORKS)
     if args.waves == "none":
@@ -384,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
                     # Long runs get fewer rounds, so a row takes about a minute at most.
                     run_s = calls * model_ms / 1000 + (calls - 1) * tool_ms / 1000
                     n = max(5, min(rounds, int(20 / max(run_s, 0.05))))
-                    rows.append(run_row(env, framework, model_ms, tool_ms, calls, n))
+                    rows.append(run_row(env, framework, model_ms, tool_ms, calls, n, VARIANTS + extra))
                     print(_row_line(rows[-1]), flush=True)
             if sizes:
                 waves = run_waves(env, "tinyagent", sizes, max(4, rounds // 2))
@@ -393,6 +414,15 @@ def main(argv: list[str] | None = None) -> int:
             authority.wait(10)
     command = COMMAND + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
     body = report(rows, waves, command.replace(" --no-write", ""))
+    for variant in extra:
+        body += f"\n`{variant}`: {EXTRA_VARIANTS[variant]}, beside otel-cycles in the same rounds:\n\n"
+        body += "| framework | model / tool latency | LLM calls | otel-cycles ratio | this variant's ratio |\n"
+        body += "|---|---|---|---|---|\n"
+        for r in rows:
+            body += (
+                f"| {r['framework']} | {r['model_ms']} / {r['tool_ms']} ms | {r['llm_calls']} "
+                f"| {_ratio(r, 'ratio', bold=True)} | {_ratio(r, f'{variant}_ratio')} |\n"
+            )
     print(body)
     if not args.no_write:
         write_section("Governance overhead on real agent runs", body)
