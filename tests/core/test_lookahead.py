@@ -150,6 +150,23 @@ def test_a_denied_lookahead_never_denies_the_call(tenant: Tenant, spans, monkeyp
     assert tenant.active() == []
 
 
+def answer_naming_a_tool(callback: CyclesBudgetCallback, context: Context) -> None:
+    """One LLM call, driven by hand, whose answer asks for the tool `search`."""
+    llm = context.tracer.start_span("call_llm gpt-4o", attributes={"gen_ai.request.model": "gpt-4o"})
+    context.current_span = llm
+    callback.before_llm_call(context)
+    llm.set_attributes(
+        {
+            "gen_ai.usage.input_tokens": 100,
+            "gen_ai.usage.output_tokens": 10,
+            "gen_ai.output.type": "json",
+            "gen_ai.output": '[{"tool.name": "search"}]',
+        }
+    )
+    callback.after_llm_call(context)
+    llm.end()
+
+
 def test_a_tool_denied_because_of_the_lookahead_gets_it_back(tenant: Tenant, monkeypatch, metric_reader) -> None:
     """Hooks driven by hand so the tool reserves exactly while the lookahead is held."""
     monkeypatch.setattr(callback_module, "worth_it", lambda amount, balances: True)
@@ -163,19 +180,7 @@ def test_a_tool_denied_because_of_the_lookahead_gets_it_back(tenant: Tenant, mon
     context = Context(current_span=invoke, trace=AgentTrace(), tracer=tracer, shared={})
     callback.before_agent_invocation(context, "prompt")
 
-    llm = tracer.start_span("call_llm gpt-4o", attributes={"gen_ai.request.model": "gpt-4o"})
-    context.current_span = llm
-    callback.before_llm_call(context)
-    llm.set_attributes(
-        {
-            "gen_ai.usage.input_tokens": 100,
-            "gen_ai.usage.output_tokens": 10,
-            "gen_ai.output.type": "json",
-            "gen_ai.output": '[{"tool.name": "search"}]',
-        }
-    )
-    callback.after_llm_call(context)
-    llm.end()
+    answer_naming_a_tool(callback, context)
     run = context.shared[callback._state_key]
     lookahead = run.lookahead
     assert lookahead is not None
@@ -274,21 +279,6 @@ def test_a_tool_lookahead_the_lane_sent_first_is_scored_and_none_are_made_once_t
     context = Context(current_span=invoke, trace=AgentTrace(), tracer=tracer, shared={})
     callback.before_agent_invocation(context, "prompt")
 
-    def answer_naming_a_tool() -> None:
-        llm = tracer.start_span("call_llm gpt-4o", attributes={"gen_ai.request.model": "gpt-4o"})
-        context.current_span = llm
-        callback.before_llm_call(context)
-        llm.set_attributes(
-            {
-                "gen_ai.usage.input_tokens": 100,
-                "gen_ai.usage.output_tokens": 10,
-                "gen_ai.output.type": "json",
-                "gen_ai.output": '[{"tool.name": "search"}]',
-            }
-        )
-        callback.after_llm_call(context)
-        llm.end()
-
     def run_the_tool() -> Any:
         tool = tracer.start_span("execute_tool search", attributes={"gen_ai.tool.name": "search"})
         context.current_span = tool
@@ -297,7 +287,7 @@ def test_a_tool_lookahead_the_lane_sent_first_is_scored_and_none_are_made_once_t
         tool.end()
         return tool
 
-    answer_naming_a_tool()
+    answer_naming_a_tool(callback, context)
     run = context.shared[callback._state_key]
     [tool_lookahead] = run.tool_lookaheads
     assert tool_lookahead._done.wait(5)  # the lane sent it and it is back
@@ -306,11 +296,13 @@ def test_a_tool_lookahead_the_lane_sent_first_is_scored_and_none_are_made_once_t
 
     for _ in range(ToolRace.WINDOW):
         race.record(False)  # as if every tool since had sent its own
-    answer_naming_a_tool()  # (not a probe: the race has counted 2 answers)
+    answer_naming_a_tool(callback, context)  # (not a probe: the race has counted 2 answers)
     assert run.tool_lookaheads == [] and run.lookahead is not None  # the next LLM call's is still made
     assert "cycles.lookahead" not in run_the_tool().attributes  # the tool reserved for itself
     invoke.end()
     callback.after_agent_invocation(context, "prompt")
     assert tenant.active() == []
-    assert grew(before, lookahead_outcomes(metric_reader)) == {"adopted": 2, "unused": 1}
+    # The last answer's LLM lookahead is dropped at the end of the run: released if the lane sent it, else never sent.
+    outcomes = grew(before, lookahead_outcomes(metric_reader))
+    assert outcomes in ({"adopted": 2, "unused": 1}, {"adopted": 2, "not_sent": 1})
     assert tenant.spent() == 2 * llm_price(100, 10) + 2 * 1_000  # settled when the run returned
