@@ -52,14 +52,13 @@ from benchmarks.bench_authority import setup, start_server
 from benchmarks.guide_recipe import GuideBudgetCallback
 from otel_cycles import CyclesBudgetCallback
 from otel_cycles._lean_client import lean_client
-from otel_cycles._lookahead import ToolRace
 
 VARIANTS = ("none", "guide", "guide_lean", "ours", "ours_nowait")
 """`guide_lean`: the guide's recipe through our transport (the floor, see above); `ours_nowait`: otel-cycles with
 `settle_timeout_s=0` (the end of a run does not wait for its commits)."""
 WAVE_VARIANTS = ("none", "guide", "guide_lean", "ours")
 EXTRA_VARIANTS = {
-    "ours_tools_always": "otel-cycles reserving the tools of every answer ahead (`ToolRace` overruled)",
+    "ours_no_lookahead": "otel-cycles with lookaheads off (`lookahead=False`): every call reserves when it comes",
 }
 """Variants `--also` adds to the rows, to compare a design choice side by side."""
 FRAMEWORKS = ("tinyagent", "openai")
@@ -130,11 +129,6 @@ def process_cpu_s(pid: int) -> float:
     return total / 1e9
 
 
-class _AlwaysRace(ToolRace):
-    def worth_it(self) -> bool:
-        return True
-
-
 @dataclass
 class Env:
     base_url: str
@@ -151,10 +145,8 @@ class Env:
             return [CyclesBudgetCallback(client=client, tenant="bench", agent="a1")]
         if variant == "ours_nowait":
             return [CyclesBudgetCallback(client=client, tenant="bench", agent="a1", settle_timeout_s=0)]
-        if variant == "ours_tools_always":
-            callback = CyclesBudgetCallback(client=client, tenant="bench", agent="a1")
-            callback._lookaheads._tool_race = _AlwaysRace()
-            return [callback]
+        if variant == "ours_no_lookahead":
+            return [CyclesBudgetCallback(client=client, tenant="bench", agent="a1", lookahead=False)]
         return []
 
 

@@ -3,7 +3,7 @@
 The same setup as `bench_agents` (scripted model and embedded authority in their own processes), otel-cycles only.
 Each of the callback's hooks and the span processor's `on_end` is timed where it runs (for tinyagent the before-hooks
 and the end-of-run wait run on the hook pool, see `otel_cycles._async_hooks`, and are timed there); CPU is read per
-thread from /proc (Linux only), so the agent's own work, the hook pool, the settlement worker and the lookahead lane
+thread from /proc (Linux only), so the agent's own work, the hook pool and the settlement worker
 are told apart.
 
 Run: `python -m benchmarks.profile_run [--calls 8] [--model-ms 20] [--runs 30]` (prints a Markdown table).

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import socket
 import ssl
@@ -39,7 +40,7 @@ from runcycles import CyclesClient
 from runcycles.client import _RESPONSE_HEADERS, _serialize_body
 from runcycles.response import CyclesResponse
 
-__all__ = ["LeanCyclesClient", "lean_client"]
+__all__ = ["Exchange", "LeanCyclesClient", "lean_client"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,8 @@ _MAX_HEADERS = 100
 _MAX_BODY = 64 * 1024 * 1024
 """Larger than any answer of the protocol (list endpoints are paginated); a length past it is a broken answer, not a
 buffer to allocate."""
+_MAX_SPARE = 32
+"""Idle connections kept for `start_post` (one is in use per request sent and not yet read)."""
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
 """Control characters: in a header value or a request target they would split the request (header injection)."""
 
@@ -89,10 +92,16 @@ class _Connection:
         self._sock.close()
 
     def exchange(self, request: bytes, timeout: float) -> _Response:
+        self.send(request, timeout)
+        return self.receive()
+
+    def send(self, request: bytes, timeout: float) -> None:
         if timeout != self._timeout:
             self._sock.settimeout(timeout)
             self._timeout = timeout
         self._sock.sendall(request)
+
+    def receive(self) -> _Response:
         while True:
             version, status, reason = self._status_line()
             headers = self._headers()
@@ -197,6 +206,10 @@ class LeanCyclesClient(CyclesClient):
             raise ValueError("control character in the Cycles base URL or API key")
         self._fixed_headers = "".join(f"{name}: {value}\r\n" for name, value in fixed.items())
         self._local = threading.local()
+        self._spare: list[_Connection] = []
+        """Idle connections of exchanges started with `start_post`, whose answers have been read."""
+        self._spare_lock = threading.Lock()
+        self._spare_pid = os.getpid()
 
     def _drop_connection(self) -> None:
         connection: _Connection | None = getattr(self._local, "connection", None)
@@ -218,13 +231,60 @@ class LeanCyclesClient(CyclesClient):
         finally:
             self._local.timeout = None
 
-    def _request(self, method: str, target: str, extra_headers: dict[str, str], body: bytes) -> CyclesResponse:
+    def _prepare(self, method: str, target: str, extra_headers: dict[str, str], body: bytes) -> bytes | None:
+        """The request's bytes; None if a header value or the target holds a control character."""
         if " " in target or _UNSAFE.search(target) or any(_UNSAFE.search(v) for v in extra_headers.values()):
-            return CyclesResponse.transport_error(ValueError(f"control character in the request to {target!r}"))
+            return None
         if method == "POST":
             extra_headers = {**extra_headers, "Content-Length": str(len(body))}
         head = "".join(f"{name}: {value}\r\n" for name, value in extra_headers.items())
-        request = f"{method} {target} HTTP/1.1\r\n{self._fixed_headers}{head}\r\n".encode() + body
+        return f"{method} {target} HTTP/1.1\r\n{self._fixed_headers}{head}\r\n".encode() + body
+
+    def _post_request(self, path: str, body: BaseModel | dict[str, Any]) -> tuple[str, dict[str, str], bytes]:
+        data = _serialize_body(body)
+        headers = {"Content-Type": "application/json"}
+        key = data.get("idempotency_key")
+        if key:
+            headers[_IDEMPOTENCY_KEY_HEADER] = str(key)
+        return self._prefix + path, headers, json.dumps(data).encode()
+
+    def start_post(self, path: str, body: dict[str, Any], timeout_s: float) -> Exchange | None:
+        """Send a POST now and return the exchange whose `response()` reads its answer later, on any thread; None
+        if it could not be sent (the caller then makes the request the usual way, which reports the error)."""
+        target, headers, payload = self._post_request(path, body)
+        request = self._prepare("POST", target, headers, payload)
+        if request is None:
+            return None
+        for _attempt in range(2):
+            with self._spare_lock:
+                if self._spare_pid != os.getpid():  # a forked child: the parent's connections are not ours to use
+                    self._spare, self._spare_pid = [], os.getpid()
+                connection = self._spare.pop() if self._spare else None
+            reused = connection is not None
+            try:
+                if connection is None:
+                    connection = _Connection(self._host, self._port, self._tls, timeout_s)
+                connection.send(request, timeout_s)
+            except OSError:
+                if connection is not None:
+                    connection.close()
+                if reused:
+                    continue  # a keep-alive connection the server had closed: once more, fresh
+                return None
+            return Exchange(self, connection, target)
+        return None
+
+    def _give_back(self, connection: _Connection) -> None:
+        with self._spare_lock:
+            if len(self._spare) < _MAX_SPARE:
+                self._spare.append(connection)
+                return
+        connection.close()
+
+    def _request(self, method: str, target: str, extra_headers: dict[str, str], body: bytes) -> CyclesResponse:
+        request = self._prepare(method, target, extra_headers, body)
+        if request is None:
+            return CyclesResponse.transport_error(ValueError(f"control character in the request to {target!r}"))
         bound: float | None = getattr(self._local, "timeout", None)
         timeout = bound if bound is not None else max(self._config.connect_timeout, self._config.read_timeout)
         for attempt in range(2):
@@ -246,12 +306,7 @@ class LeanCyclesClient(CyclesClient):
         raise AssertionError("unreachable")
 
     def _post(self, path: str, body: BaseModel | dict[str, Any]) -> CyclesResponse:
-        data = _serialize_body(body)
-        headers = {"Content-Type": "application/json"}
-        key = data.get("idempotency_key")
-        if key:
-            headers[_IDEMPOTENCY_KEY_HEADER] = str(key)
-        return self._request("POST", self._prefix + path, headers, json.dumps(data).encode())
+        return self._request("POST", *self._post_request(path, body))
 
     def _get(self, path: str, params: dict[str, str] | None = None) -> CyclesResponse:
         query = f"?{urlencode(params)}" if params else ""
@@ -259,7 +314,35 @@ class LeanCyclesClient(CyclesClient):
 
     def close(self) -> None:
         self._drop_connection()
+        with self._spare_lock:
+            spare, self._spare = self._spare, []
+        for connection in spare:
+            connection.close()
         super().close()
+
+
+class Exchange:
+    """A request already sent on its own connection (`LeanCyclesClient.start_post`), its answer not read yet."""
+
+    def __init__(self, client: LeanCyclesClient, connection: _Connection, target: str) -> None:
+        self._client = client
+        self._connection = connection
+        self._target = target
+
+    def response(self) -> CyclesResponse:
+        """Read the answer (once), bounded by the timeout it was sent with, and give the connection back."""
+        connection = self._connection
+        try:
+            response = connection.receive()
+        except (OSError, _BadResponse) as exc:
+            connection.close()
+            logger.error("Transport error on POST %s: %s", self._target, exc)
+            return CyclesResponse.transport_error(exc)
+        if response.will_close:
+            connection.close()
+        else:
+            self._client._give_back(connection)
+        return _to_response(response)
 
 
 def _to_response(response: _Response) -> CyclesResponse:

@@ -15,41 +15,40 @@ from typing import Any
 
 from otel_cycles import metrics
 from otel_cycles._accounting import TOOL_KIND
-from otel_cycles._lookahead import Lookahead, ToolRace
+from otel_cycles._lookahead import Lookahead
 from otel_cycles._reaper import REAPER
 from otel_cycles._registry import PendingReservation, RunState
 from otel_cycles._reserve import Allowed, ReserveResult
 from otel_cycles._settlement import Settlement, release_body
 
-__all__ = ["LOOKAHEAD_WAIT_S", "RunLookaheads"]
-
-LOOKAHEAD_WAIT_S = 5.0
-"""How long a hook waits for a lookahead request already on the wire before reserving (or ending) without it."""
+__all__ = ["RunLookaheads"]
 
 
 class RunLookaheads:
     """Makes, adopts and drops the lookaheads of one callback's runs. Thread-safe (state lives in `RunState`)."""
 
-    def __init__(self, settlement: Settlement, ttl_ms: int, body: Callable[[dict[str, Any], int], dict[str, Any]]):
+    def __init__(
+        self,
+        settlement: Settlement,
+        ttl_ms: int,
+        body: Callable[[dict[str, Any], int], dict[str, Any]],
+        start: Callable[[dict[str, Any]], Callable[[], ReserveResult] | None],
+    ):
         self._settlement = settlement
+        self._start = start
+        """Sends a reservation request now, returning how to read its answer (`_reserve.start_reserve`)."""
         self._ttl_ms = ttl_ms
         self._body = body
         """Builds the reservation request of an action and amount."""
-        self._tool_race = ToolRace()
-        """Whether tool lookaheads leave before their tools ask for them, with this callback's agent."""
 
     def make(self, pending: PendingReservation, tools: list[tuple[str, int]], next_llm: int | None) -> None:
         """Reserve the tool calls an answer names, `(tool, estimate)`, while together they are no bigger than what the
         run may hold ahead for its next LLM call, and then that next LLM call (`next_llm`: its amount; None: the answer
-        ends the run). One lane thread sends them in that order: the tool calls come first, right after this hook,
-        while the next LLM call comes only after them, and a single-threaded authority answers in arrival order. Tool
-        calls are reserved ahead only while the lane has been sending their lookaheads before their hooks asked
-        (`ToolRace`); otherwise only the next LLM call is."""
+        ends the run). They are sent now, in that order: the tool calls come first, right after this hook, while the
+        next LLM call comes only after them, and a single-threaded authority answers in arrival order."""
         run = pending.run
         batch: list[Lookahead] = []
         room = pending.lookahead_amount or 0
-        if tools and not self._tool_race.worth_it():
-            tools = []
         for tool, estimate in tools:
             room -= estimate
             if room < 0:
@@ -79,9 +78,7 @@ class RunLookaheads:
         if lookahead is None:
             return None
         fits = lookahead.action == action and lookahead.amount >= estimate
-        allowed, outcome = lookahead.claim(LOOKAHEAD_WAIT_S, send_here if fits else None)
-        if action["kind"] == TOOL_KIND and fits:
-            self._tool_race.record(not lookahead.sent_by_call)
+        allowed, outcome = lookahead.claim(send_here if fits else None)
         if allowed is not None:
             if fits and lookahead.lease_left_ms(allowed, self._ttl_ms) >= self._ttl_ms / 2:
                 metrics.lookahead.add(1, {"outcome": "adopted"})
@@ -91,20 +88,19 @@ class RunLookaheads:
         metrics.lookahead.add(1, {"outcome": outcome})
         return None  # the call reserves for itself
 
-    def drop(self, run: RunState, reason: str, *, wait_s: float) -> int:
-        """Release the run's unused lookaheads, waiting up to `wait_s` for ones on the wire; the last release's ticket
-        or 0."""
+    def drop(self, run: RunState, reason: str) -> int:
+        """Release the run's unused lookaheads (reading the answers of those sent); the last release's ticket or 0."""
         ticket = 0
-        deadline = time.monotonic() + wait_s
         for lookahead in run.take_lookaheads():
-            allowed, outcome = lookahead.claim(max(0.0, deadline - time.monotonic()))
+            allowed, outcome = lookahead.claim()
             metrics.lookahead.add(1, {"outcome": "unused" if allowed is not None else outcome})
             if allowed is not None:
                 ticket = max(ticket, self._release(run, lookahead, allowed, reason))
         return ticket
 
     def _send(self, run: RunState, batch: list[Lookahead]) -> None:
-        self._settlement.look_ahead(batch)
+        for lookahead in batch:
+            lookahead.start(self._start)
         # A cancelled run reaches neither its next call nor after_agent_invocation; a long tool call makes the
         # lookahead too old to adopt. Either way, release it rather than hold budget for nothing.
         deadline = time.monotonic() + self._ttl_ms / 2000
@@ -112,7 +108,7 @@ class RunLookaheads:
             REAPER.watch_call(
                 lookahead,
                 functools.partial(run.holds, lookahead),
-                lambda: self.drop(run, "lookahead not used", wait_s=LOOKAHEAD_WAIT_S) > 0,
+                lambda: self.drop(run, "lookahead not used") > 0,
                 deadline=deadline,
             )
 

@@ -15,6 +15,7 @@ is known down.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,6 +89,47 @@ def reserve(
         else:
             breaker.success()
     return result
+
+
+def start_reserve(
+    client: CyclesClient, body: dict[str, Any], *, timeout_s: float, breaker: Breaker | None = None
+) -> Callable[[], ReserveResult] | None:
+    """Send POST /v1/reservations now and return the function that reads and classifies its answer, on whichever
+    thread needs it first. None when it cannot go out that way (a client that is not lean, an authority known down,
+    a failed send): nothing was sent, and the call reserves the usual way.
+
+    An answer that is not a valid reservation (a transport error, 5xx, malformed) is retried by `reserve` with the
+    same idempotency key, so the outcome is classified as for a request made the usual way; reading it and the retry
+    together take at most `timeout_s` from when the answer is read.
+    """
+    if not isinstance(client, LeanCyclesClient) or (breaker is not None and breaker.is_open()):
+        return None
+    per_operation = min(max(client._config.connect_timeout, client._config.read_timeout), timeout_s)
+    with suppressed_instrumentation():
+        exchange = client.start_post(RESERVATIONS_PATH, body, per_operation)
+    if exchange is None:
+        return None
+    sent = exchange
+
+    def finish() -> ReserveResult:
+        deadline = time.monotonic() + timeout_s
+        with quiet_attempt():
+            response = sent.response()
+        parsed = _schema_valid_create(response)
+        if parsed is None:
+            left = deadline - time.monotonic()
+            if left > 0.01:
+                return reserve(client, body, timeout_s=left, breaker=breaker)
+            if breaker is not None:
+                breaker.failure(response.error_message or f"HTTP {response.status}")
+            return Unavailable(response.status, response.error_message or f"HTTP {response.status}")
+        if breaker is not None:
+            breaker.success()
+        if parsed.is_allowed():
+            return Allowed(parsed)
+        return Denied(parsed.reason_code or "BUDGET_EXCEEDED", "reservation denied")
+
+    return finish
 
 
 def _reserve(client: CyclesClient, body: dict[str, Any], timeout_s: float | None) -> ReserveResult:

@@ -8,10 +8,6 @@ created for the same authority and key. The commit itself goes through runcycles
 reservation expired, and never a release after spend. We reuse it rather than re-implement that classification; a
 commit refused for its overage (REJECT, overdraft limit) settles at the reserved estimate (`_overage`).
 
-Lookahead reservations (`_lookahead`) go out on a second lane, a small thread pool, so they are sent beside the
-commits rather than queued behind them: a lookahead is made only with ample budget headroom, so nothing depends on a
-commit landing first, and the calls waiting for lookaheads come right after the answer whose commit is being sent.
-
 While the authority is known down (its `_breaker` is open) nothing is sent: commits and events stay journaled and
 wait, and one background attempt probes after the cool-down. At interpreter exit the wait is bounded once, for
 everything (`CYCLES_EXIT_TIMEOUT_S`, none at all for an authority known down), and what is left in the journal is
@@ -27,11 +23,10 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 from opentelemetry import context as otel_context
 from runcycles import CyclesClient
@@ -49,10 +44,6 @@ __all__ = ["Settlement", "flush_all", "settlement_for"]
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_QUEUE = 10_000
-_LANE_THREADS = 2
-"""Lookahead batches (the tool calls and the next LLM call one answer named) in flight at once per client."""
-_CALL_SEND_WAIT_S = 5.0
-"""Longest the lane waits for a call sending its own lookahead before it sends the rest of that batch."""
 STUCK_S = 0.2
 """A commit that has waited this long without landing, queued or in flight (a slow or hung authority, a long burst),
 is journaled by the journal guard, which looks this often while the worker is busy."""
@@ -188,18 +179,6 @@ class _JournalOnceEngine(CommitRetryEngine):
             super()._journal_discard(reservation_id)
 
 
-class LookaheadRequest(Protocol):
-    """What the lookahead lane sends: `_lookahead.Lookahead` (typed structurally, so this module needs no import of
-    `_lookahead`, which imports this one through `_reserve`)."""
-
-    @property
-    def key(self) -> str: ...
-
-    def send(self, client: CyclesClient, timeout: float) -> Any:
-        """Make the request, or wait up to `timeout` for its call sending it; return an allowed response nobody will
-        claim any more (to release), else None."""
-
-
 @contextmanager
 def suppressed_instrumentation() -> Iterator[None]:
     """Set the OTel suppression flag so the Cycles client's own HTTP spans never reach our processor."""
@@ -245,7 +224,6 @@ class Settlement:
         self._busy = threading.Event()
         """Set while the worker has work: wakes the journal guard."""
         self._closed = False
-        self._lane = ThreadPoolExecutor(max_workers=_LANE_THREADS, thread_name_prefix="otel-cycles-lookahead")
 
     @property
     def base_url(self) -> str:
@@ -259,29 +237,6 @@ class Settlement:
     def release(self, reservation_id: str, body: dict[str, Any]) -> int:
         """Queue a release. Never raises, never does network I/O."""
         return self._submit("release", reservation_id, body)
-
-    def look_ahead(self, batch: Sequence[LookaheadRequest]) -> None:
-        """Send lookahead reservations, in order, on one thread of the lookahead lane. Never raises, never does network
-        I/O.
-
-        Not sent at all once the Settlement is closed (the interpreter is exiting): their claims then find them unsent.
-        """
-        try:
-            self._lane.submit(self._send_lookaheads, batch)
-        except RuntimeError:
-            metrics.settlement_errors.add(1, {"error.type": "closed", "cycles.operation": "lookahead"})
-
-    def _send_lookaheads(self, batch: Sequence[LookaheadRequest]) -> None:
-        for lookahead in batch:
-            try:
-                with suppressed_instrumentation():
-                    orphan = lookahead.send(self._client, _CALL_SEND_WAIT_S)
-                if orphan is not None:  # its run stopped waiting for it
-                    reservation_id = orphan.response.reservation_id or ""
-                    self.release(reservation_id, release_body(lookahead.key, "lookahead not used"))
-            except Exception:
-                metrics.settlement_errors.add(1, {"error.type": "internal", "cycles.operation": "lookahead"})
-                logger.exception("otel-cycles failed to send a lookahead reservation")
 
     def record_event(self, reference: str, event_body: dict[str, Any]) -> None:
         """Record spend that had no reservation (fail-open) via `POST /v1/events`, journaled and retried."""
@@ -339,7 +294,6 @@ class Settlement:
             self._cond.notify_all()
             self._busy.set()  # lets the journal guard see it
             queued = self._issued - self._attempted
-        self._lane.shutdown(wait=False)
         left = self._engine.journaled() if self._engine.journal_dir else self._engine.in_flight() + queued
         if left:
             where = (
@@ -568,7 +522,6 @@ class Settlement:
         self._worker = self._guard = None
         self._idle = self._preparing = False
         self._busy = threading.Event()
-        self._lane = ThreadPoolExecutor(max_workers=_LANE_THREADS, thread_name_prefix="otel-cycles-lookahead")
 
 
 def release_body(reservation_key: str, reason: str) -> dict[str, Any]:

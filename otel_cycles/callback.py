@@ -46,10 +46,19 @@ from otel_cycles._breaker import breaker_for
 from otel_cycles._heartbeat import heartbeat_for
 from otel_cycles._lean_client import lean_client
 from otel_cycles._lookahead import Lookahead, asks_for_tools, named_tools, next_amount, worth_it
-from otel_cycles._lookahead_runs import LOOKAHEAD_WAIT_S, RunLookaheads
+from otel_cycles._lookahead_runs import RunLookaheads
 from otel_cycles._reaper import REAPER
 from otel_cycles._registry import REGISTRY, PendingReservation, RunState, span_key
-from otel_cycles._reserve import Allowed, Denied, Rejected, ReserveResult, Unavailable, record_decision, reserve
+from otel_cycles._reserve import (
+    Allowed,
+    Denied,
+    Rejected,
+    ReserveResult,
+    Unavailable,
+    record_decision,
+    reserve,
+    start_reserve,
+)
 from otel_cycles._settings import check_base_url, required_tenant
 from otel_cycles._settlement import release_body, settlement_for
 from otel_cycles.analysis import limiting_scope
@@ -212,7 +221,9 @@ class CyclesBudgetCallback(Callback):
         self._settlement = settlement_for(client)
         self._wire = lean_client(client)
         """Sends the reservations (`_lean_client`); `client` stays what the user passed, for everything else."""
-        self._lookaheads = RunLookaheads(self._settlement, int(self.ttl_ms), self._reservation_body)
+        self._lookaheads = RunLookaheads(
+            self._settlement, int(self.ttl_ms), self._reservation_body, self._start_reservation
+        )
         self._state_key = f"otel_cycles.run.{id(self):x}"
         pricing.warm_up()
         if attach_processor:
@@ -311,7 +322,7 @@ class CyclesBudgetCallback(Callback):
         _clamp.finish(context.current_span.get_span_context().trace_id)  # a call that errored never took it back
         for key, pending in REGISTRY.open_for_run(run):
             finish_unended(key, pending, "call never finished")
-        self._lookaheads.drop(run, "run ended", wait_s=self.settle_timeout_s)
+        self._lookaheads.drop(run, "run ended")
         done = False
         if self.settle_timeout_s > 0:
             with run.lock:
@@ -435,7 +446,7 @@ class CyclesBudgetCallback(Callback):
             # lookahead of this run holds budget for a call that may never come. Once the commits have returned
             # the unused part and the lookahead is released, ask again: a denial never depends on the
             # settlement worker's timing or on speculation.
-            released = self._lookaheads.drop(run, "a call of the run was denied", wait_s=LOOKAHEAD_WAIT_S)
+            released = self._lookaheads.drop(run, "a call of the run was denied")
             if in_flight or released:
                 self._settlement.settle(max(in_flight, released), self.settle_timeout_s or 5.0)
                 body["idempotency_key"] = str(uuid.uuid4())
@@ -446,6 +457,9 @@ class CyclesBudgetCallback(Callback):
         # Shadow mode proceeds when the authority is down, as fail-open does: both may skip a known-down authority.
         gate = self.fail_open or self.shadow
         return reserve(self._wire, body, timeout_s=self.reserve_timeout_s, breaker=self._breaker, gate=gate)
+
+    def _start_reservation(self, body: dict[str, Any]) -> Callable[[], ReserveResult] | None:
+        return start_reserve(self._wire, body, timeout_s=self.reserve_timeout_s, breaker=self._breaker)
 
     def _soft_land(
         self, run: RunState, denied: Denied, body: dict[str, Any], landing: Callable[[int], tuple[int, int] | None]

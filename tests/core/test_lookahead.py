@@ -1,4 +1,4 @@
-"""The lookahead: a run's next LLM call is reserved in the background while its tools run (`otel_cycles._lookahead`).
+"""The lookahead: a run's next calls are reserved as soon as the answer naming them is in (`otel_cycles._lookahead`).
 
 Real tinyagent agents (and, where the order of events must be forced, the callback's hooks driven as AnyAgent drives
 them) against the embedded authority over loopback HTTP.
@@ -15,11 +15,10 @@ import pytest
 from any_agent.callbacks import Context
 from any_agent.tracing.agent_trace import AgentTrace
 from opentelemetry import trace
+from runcycles import CyclesClient
 
 from otel_cycles import CyclesBudgetCallback
 from otel_cycles import callback as callback_module
-from otel_cycles._lookahead import ToolRace
-from otel_cycles._reserve import Allowed
 from otel_cycles.testing import ScriptedModel
 from tests.conftest import Tenant
 from tests.core.agents import make_agent
@@ -58,6 +57,14 @@ def lookahead_outcomes(reader: Any) -> dict[str, int]:
     return counts
 
 
+def wait_for(condition: Any, timeout: float = 10.0) -> bool:
+    """Poll `condition` until it holds (a bound on the wait, not a synchronisation delay)."""
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return bool(condition())
+
+
 def grew(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     return {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
 
@@ -84,8 +91,7 @@ def test_next_calls_adopt_the_lookahead_and_spent_stays_exact(tenant: Tenant, sp
     assert tenant.spent() == expected
     # One reservation per governed call: no lookahead was wasted (none follows the final answer).
     assert statuses(tenant) == ["COMMITTED"] * len(governed(spans))
-    # Each tool call adopts the reservation made for it as soon as the answer naming it was in: sent by the lookahead
-    # lane, or by the tool's own hook when it came before the lane got to it (the same request, made once).
+    # Each tool call adopts the reservation sent for it as soon as the answer naming it was in.
     outcomes = grew(before, lookahead_outcomes(metric_reader))
     assert all(s.attributes.get("cycles.lookahead") is True for s in tools)
     assert outcomes == {"adopted": 4}
@@ -126,7 +132,7 @@ def test_a_lookahead_too_small_for_the_call_is_released(tenant: Tenant, spans, m
     # The two unfit lookaheads were released, not left to expire.
     assert statuses(tenant) == ["COMMITTED"] * len(governed(spans)) + ["RELEASED"] * 2
     assert tenant.active() == []
-    # The tools' lookaheads (their estimate is fixed) fit: adopted, sent by the lane or by the tool's own hook.
+    # The tools' lookaheads (their estimate is fixed) fit: adopted.
     outcomes = grew(before, lookahead_outcomes(metric_reader))
     assert outcomes == {"unfit": 2, "adopted": 2}
 
@@ -183,9 +189,9 @@ def test_a_tool_denied_because_of_the_lookahead_gets_it_back(tenant: Tenant, mon
     answer_naming_a_tool(callback, context)
     run = context.shared[callback._state_key]
     lookahead = run.lookahead
-    assert lookahead is not None
-    assert lookahead._done.wait(5)  # held now: 3M - ~0 spent - 1M lookahead < the tool's 2.5M
-    assert isinstance(lookahead.result, Allowed)
+    assert lookahead is not None and lookahead.sent_at > 0  # sent when the answer came in
+    # Held at the authority now (bounded wait): 3M - ~0 spent - 1M lookahead < the tool's 2.5M.
+    assert wait_for(lambda: lookahead.key in {r.get("idempotency_key") for r in tenant.active()})
 
     tool = tracer.start_span("execute_tool search", attributes={"gen_ai.tool.name": "search"})
     context.current_span = tool
@@ -247,62 +253,79 @@ def test_a_cancelled_run_releases_its_lookahead(tenant: Tenant, metric_reader) -
     assert tenant.spent() == llm_price(101, 21)  # the first answer only (the scripted model's usage for request 1)
 
 
-# -- tool lookaheads only while the lane sends them first -----------------------------------------------------------
+# -- sent at the answer, read by the call ----------------------------------------------------------------------------
 
 
-def test_the_tool_race_turns_tool_lookaheads_off_while_the_tools_send_them_and_probes_again() -> None:
-    race = ToolRace()
-    assert all(race.worth_it() for _ in range(3))  # too little seen yet: made
-    for _ in range(ToolRace.WINDOW):
-        race.record(False)  # every tool sent its own
-    made = [race.worth_it() for _ in range(4 * ToolRace.PROBE_EVERY)]
-    # Off, except one probe every PROBE_EVERY answers (the 3 answers above counted too).
-    assert made == [(3 + n) % ToolRace.PROBE_EVERY == 0 for n in range(1, len(made) + 1)]
-    for _ in range(ToolRace.WINDOW // 4):
-        race.record(True)  # the lane was first in a quarter of the last WINDOW: on again
-    assert race.worth_it() and race.worth_it()
-    for _ in range(ToolRace.WINDOW - ToolRace.WINDOW // 4 + 1):
-        race.record(False)  # one of the lane's firsts ages out of the window: 3 of the last 16, under a quarter
-    assert [race.worth_it() for _ in range(ToolRace.PROBE_EVERY)].count(True) == 1
-
-
-def test_a_tool_lookahead_the_lane_sent_first_is_scored_and_none_are_made_once_tools_send_their_own(
+def test_lookaheads_are_sent_when_the_answer_is_in_and_read_by_the_calls_that_adopt_them(
     tenant: Tenant, metric_reader
 ) -> None:
-    """Hooks driven by hand, so the lane has certainly sent the tool's lookahead before the tool's hook asks."""
+    """Hooks driven by hand: both lookaheads are held at the authority before any call claims them."""
     tenant.budget("", BIG)
     before = lookahead_outcomes(metric_reader)
     callback = CyclesBudgetCallback(client=tenant.client, tenant=tenant.id, llm_estimate=1_000_000, tool_estimate=1_000)
-    race = callback._lookaheads._tool_race
     tracer = trace.get_tracer("any_agent")
     invoke = tracer.start_span("invoke_agent [t]", attributes={"gen_ai.request.model": "openai:gpt-4o"})
     context = Context(current_span=invoke, trace=AgentTrace(), tracer=tracer, shared={})
     callback.before_agent_invocation(context, "prompt")
 
-    def run_the_tool() -> Any:
-        tool = tracer.start_span("execute_tool search", attributes={"gen_ai.tool.name": "search"})
-        context.current_span = tool
-        callback.before_tool_execution(context)
-        callback.after_tool_execution(context)
-        tool.end()
-        return tool
-
     answer_naming_a_tool(callback, context)
     run = context.shared[callback._state_key]
     [tool_lookahead] = run.tool_lookaheads
-    assert tool_lookahead._done.wait(5)  # the lane sent it and it is back
-    assert run_the_tool().attributes["cycles.lookahead"] is True
-    assert list(race._lane_first) == [True]
+    llm_lookahead = run.lookahead
+    assert llm_lookahead is not None
+    assert 0 < tool_lookahead.sent_at <= llm_lookahead.sent_at  # the tool's first: its call comes first
+    keys = {tool_lookahead.key, llm_lookahead.key}
+    assert wait_for(lambda: keys <= {r.get("idempotency_key") for r in tenant.active()})
 
-    for _ in range(ToolRace.WINDOW):
-        race.record(False)  # as if every tool since had sent its own
-    answer_naming_a_tool(callback, context)  # (not a probe: the race has counted 2 answers)
-    assert run.tool_lookaheads == [] and run.lookahead is not None  # the next LLM call's is still made
-    assert "cycles.lookahead" not in run_the_tool().attributes  # the tool reserved for itself
+    tool = tracer.start_span("execute_tool search", attributes={"gen_ai.tool.name": "search"})
+    context.current_span = tool
+    callback.before_tool_execution(context)
+    callback.after_tool_execution(context)
+    tool.end()
+    assert tool.attributes["cycles.lookahead"] is True  # type: ignore[attr-defined]
+    assert run.lookahead is llm_lookahead  # the next LLM call's is still the run's, unread
+
+    llm = tracer.start_span("call_llm gpt-4o", attributes={"gen_ai.request.model": "gpt-4o"})
+    context.current_span = llm
+    callback.before_llm_call(context)
+    assert llm.attributes["cycles.lookahead"] is True  # type: ignore[attr-defined]
+    llm.set_attributes({"gen_ai.usage.input_tokens": 50, "gen_ai.usage.output_tokens": 5, "gen_ai.output.type": "text"})
+    callback.after_llm_call(context)
+    llm.end()
     invoke.end()
     callback.after_agent_invocation(context, "prompt")
     assert tenant.active() == []
-    # The last answer's LLM lookahead is dropped at the end of the run: released if the lane sent it, else never sent.
-    outcomes = grew(before, lookahead_outcomes(metric_reader))
-    assert outcomes in ({"adopted": 2, "unused": 1}, {"adopted": 2, "not_sent": 1})
-    assert tenant.spent() == 2 * llm_price(100, 10) + 2 * 1_000  # settled when the run returned
+    assert grew(before, lookahead_outcomes(metric_reader)) == {"adopted": 2}
+    assert tenant.spent() == llm_price(100, 10) + llm_price(50, 5) + 1_000  # settled when the run returned
+
+
+def test_a_client_that_cannot_send_ahead_leaves_each_lookahead_to_its_call(tenant: Tenant, metric_reader) -> None:
+    """A user's CyclesClient subclass keeps its own transport: nothing is sent before the call that needs it."""
+
+    class OwnTransport(CyclesClient):
+        pass
+
+    tenant.budget("", BIG)
+    before = lookahead_outcomes(metric_reader)
+    client = OwnTransport(tenant.client._config)
+    callback = CyclesBudgetCallback(client=client, tenant=tenant.id, llm_estimate=1_000_000, tool_estimate=1_000)
+    tracer = trace.get_tracer("any_agent")
+    invoke = tracer.start_span("invoke_agent [t]", attributes={"gen_ai.request.model": "openai:gpt-4o"})
+    context = Context(current_span=invoke, trace=AgentTrace(), tracer=tracer, shared={})
+    callback.before_agent_invocation(context, "prompt")
+    answer_naming_a_tool(callback, context)
+    run = context.shared[callback._state_key]
+    [tool_lookahead] = run.tool_lookaheads
+    assert tool_lookahead.sent_at == 0 and run.lookahead is not None and run.lookahead.sent_at == 0
+    tool = tracer.start_span("execute_tool search", attributes={"gen_ai.tool.name": "search"})
+    context.current_span = tool
+    callback.before_tool_execution(context)  # sends its own lookahead's request: the same request, once
+    callback.after_tool_execution(context)
+    tool.end()
+    assert tool.attributes["cycles.lookahead"] is True  # type: ignore[attr-defined]
+    invoke.end()
+    callback.after_agent_invocation(context, "prompt")  # the next LLM call's, never sent, is dropped unsent
+    assert tenant.active() == []
+    assert grew(before, lookahead_outcomes(metric_reader)) == {"adopted": 1, "not_sent": 1}
+    assert statuses(tenant) == ["COMMITTED", "COMMITTED"]
+    assert tenant.spent() == llm_price(100, 10) + 1_000

@@ -34,7 +34,6 @@ from runcycles import AsyncCyclesClient, CyclesClient, CyclesConfig
 
 import otel_cycles
 from otel_cycles import BudgetExceeded, CyclesBudgetCallback, CyclesSpanProcessor, ReservationRejected
-from otel_cycles import _lookahead_runs as lookahead_runs
 from otel_cycles import metrics as metrics_module
 from otel_cycles._request_size import size_request
 from otel_cycles._settlement import Settlement
@@ -362,7 +361,7 @@ def test_every_level_of_the_subject_is_charged(tenant: Tenant, model: ScriptedMo
     assert {json.dumps(r["subject"].get("dimensions"), sort_keys=True) for r in reservations} == {'{"team": "search"}'}
 
 
-# -- the lookahead: a queued one cancelled unsent, an in-flight one awaited or given up --------------------------
+# -- the lookahead: sent with the answer, read by its call ------------------------------------------------------------
 
 
 @pytest.fixture
@@ -374,80 +373,75 @@ def proxied(tenant: Tenant, tmp_path: Path) -> Iterator[tuple[FaultProxy, Cycles
         yield proxy, CyclesClient(config)
 
 
-def test_a_lookahead_still_unsent_is_sent_once_by_its_call(tenant: Tenant, proxied: Any, metric_reader) -> None:
+def test_lookaheads_leave_with_the_answer_tools_first_before_its_commit(
+    tenant: Tenant, proxied: Any, metric_reader
+) -> None:
     proxy, client = proxied
-    # The lane sends an answer's lookaheads in order, tools first: with the tool's held at the proxy, the next LLM
-    # call's waits unsent behind it, so that call sends it itself, and the lane never sends it again.
     tenant.budget("", 10_000_000_000)
     before = lookahead_outcomes(metric_reader)
-    callback = CyclesBudgetCallback(client=client, tenant=tenant.id, llm_estimate=1_000_000)
+    callback = CyclesBudgetCallback(client=client, tenant=tenant.id, llm_estimate=1_000_000, tool_estimate=1_000)
     run = HandRun(callback)
     first = run.start_llm()
-    proxy.add(path=RESERVE, method="POST", hold=True, times=1)  # the tool's lookahead
-    run.finish_llm(first, asks_for_tools=True)
-    assert run.state.lookahead is not None
-    wait_until(lambda: len(proxy.requests(RESERVE, "POST")) == 2)  # the first call's, then the held tool lookahead
-    second = run.start_llm()  # finds the LLM lookahead unsent: sends it and adopts it
-    assert second.attributes["cycles.lookahead"] is True and second.attributes["cycles.decision"] == "ALLOW"
-    assert len(proxy.requests(RESERVE, "POST")) == 3
-    release(proxy)
-    run.finish_llm(second, asks_for_tools=False)
-    run.end()
-    assert lookahead_outcomes(metric_reader) - before == Counter({"adopted": 1, "unused": 1})
-    # Three reservations in all: the first call's, the LLM lookahead (sent once, by its call) and the tool's
-    # lookahead (released unused).
-    wait_until(
-        lambda: (
-            Counter(str(r["status"]) for r in tenant.authority.reservations(tenant.id))
-            == Counter({"COMMITTED": 2, "RELEASED": 1})
-        )
-    )
-    # (The held request itself may be retried with its own idempotency key once the proxy lets it go.)
-    assert len({r.idempotency_key for r in proxy.requests(RESERVE, "POST")}) == 3
-    wait_until(lambda: tenant.spent() == 2 * llm_price(100, 10))
+    run.finish_llm(first, asks_for_tools=True, end=False)
+    [tool] = run.state.tool_lookaheads
+    llm = run.state.lookahead
+    # Both sent by the hook itself, the tool's first, and applied by the authority before anyone reads them. (The
+    # proxy's threads may log them in either order: it says only that both went out, once each.)
+    assert 0 < tool.sent_at <= llm.sent_at
+    wait_until(lambda: {tool.key, llm.key} <= {str(r.get("idempotency_key")) for r in tenant.active()})
+    reserves = proxy.requests(RESERVE, "POST")
+    assert sorted(r.idempotency_key or "" for r in reserves[1:]) == sorted([tool.key, llm.key])
+    first.end()  # the span's end queues the answer's commit: it goes out after them
+    wait_until(lambda: len(proxy.requests("/commit", "POST")) == 1)
+    assert proxy.requests("/commit", "POST")[0].at > reserves[-1].at
+    run.end()  # neither was claimed: both are read and released
+    assert lookahead_outcomes(metric_reader) - before == Counter({"unused": 2})
     assert tenant.active() == []
+    assert tenant.spent() == llm_price(100, 10)
 
 
 @pytest.mark.parametrize("late", [False, True])
-def test_an_in_flight_lookahead_is_awaited_or_released_when_late(
-    tenant: Tenant, proxied: Any, metric_reader, monkeypatch: pytest.MonkeyPatch, late: bool
+def test_a_lookahead_held_on_the_wire_is_awaited_by_its_call_within_the_reserve_timeout(
+    tenant: Tenant, proxied: Any, metric_reader, late: bool
 ) -> None:
-    """A lookahead on the wire when the next call comes is waited for (bounded): adopted if it comes back in time,
-    otherwise the call reserves for itself and the worker releases the late one when its answer arrives."""
+    """A lookahead whose answer has not come when its call does is read by the call: adopted if the answer comes
+    within the reserve timeout (here a dropped connection, retried with the same key), otherwise the call reserves
+    for itself, and the request that never got an answer holds nothing."""
     proxy, client = proxied
-    monkeypatch.setattr(lookahead_runs, "LOOKAHEAD_WAIT_S", 5.0 if not late else 0.0)
     tenant.budget("", 10_000_000_000)
     before = lookahead_outcomes(metric_reader)
-    callback = CyclesBudgetCallback(client=client, tenant=tenant.id, llm_estimate=1_000_000)
+    timeout = 0.5 if late else 10.0
+    callback = CyclesBudgetCallback(client=client, tenant=tenant.id, llm_estimate=1_000_000, reserve_timeout_s=timeout)
     run = HandRun(callback)
     first = run.start_llm()
     proxy.add(path=RESERVE, method="POST", hold=True, times=1)  # the next reserve is the lookahead
     run.finish_llm(first, asks_for_tools=True, names_tools=False)
-    wait_until(lambda: len(proxy.requests(RESERVE, "POST")) == 2)  # the lookahead is in flight, held
+    wait_until(lambda: len(proxy.requests(RESERVE, "POST")) == 2)  # the lookahead is on the wire, held
     if not late:
-        # Answer the lookahead while the call is waiting for it (the call blocks in before_llm_call).
+
         def release_once_claimed() -> None:
             wait_until(lambda: _claiming(run))
             release(proxy)
 
         releaser = threading.Thread(target=release_once_claimed, daemon=True)
         releaser.start()
-        second = run.start_llm()
+        second = run.start_llm()  # reads the held one: its connection drops, the same-key retry is answered
         releaser.join(timeout=10)
         assert second.attributes["cycles.lookahead"] is True
         outcomes = Counter({"adopted": 1})
+        keys = [r.idempotency_key for r in proxy.requests(RESERVE, "POST")]
+        assert keys[1] == keys[2]  # the retry carried the lookahead's own key
     else:
-        second = run.start_llm()  # gives up at once: the lookahead is late
+        second = run.start_llm()  # no answer within the reserve timeout: reserves for itself
         assert "cycles.lookahead" not in second.attributes and second.attributes["cycles.decision"] == "ALLOW"
         release(proxy)
-        outcomes = Counter({"late": 1})
+        outcomes = Counter({"not_allowed": 1})
     run.finish_llm(second, asks_for_tools=False)
     run.end()
     assert lookahead_outcomes(metric_reader) - before == outcomes
-    # The late lookahead is released by the worker once it is answered (bounded wait for that state).
-    expected = Counter({"COMMITTED": 2, "RELEASED": 1}) if late else Counter({"COMMITTED": 2})
-    wait_until(lambda: Counter(str(r["status"]) for r in tenant.authority.reservations(tenant.id)) == expected)
-    wait_until(lambda: tenant.spent() == 2 * llm_price(100, 10))
+    assert Counter(str(r["status"]) for r in tenant.authority.reservations(tenant.id)) == Counter({"COMMITTED": 2})
+    assert tenant.spent() == 2 * llm_price(100, 10)
+    assert tenant.active() == []
 
 
 def release(proxy: FaultProxy) -> None:

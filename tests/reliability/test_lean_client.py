@@ -18,8 +18,9 @@ import pytest
 from runcycles import CyclesClient, CyclesConfig
 
 from otel_cycles._lean_client import LeanCyclesClient, lean_client
+from otel_cycles._reserve import Allowed, start_reserve
 from tests.reliability.conftest import UNIT, Stack
-from tests.reliability.fault_proxy import free_port
+from tests.reliability.fault_proxy import FaultProxy, free_port
 
 
 def _reserve_body(stack: Stack, amount: int = 1000) -> dict[str, Any]:
@@ -76,6 +77,57 @@ def test_unreachable_authority_is_a_transport_error(stack: Stack) -> None:
     lean = lean_client(stack.client(f"http://127.0.0.1:{free_port()}"))
     response = lean.create_reservation(_reserve_body(stack))
     assert response.is_transport_error and not response.is_success
+
+
+def test_requests_sent_ahead_are_applied_before_they_are_read_and_read_on_any_thread(stack: Stack) -> None:
+    stack.budget("", 10_000)
+    lean = lean_client(stack.client())
+    assert isinstance(lean, LeanCyclesClient)
+    bodies = [_reserve_body(stack) for _ in range(2)]
+    sent = [lean.start_post("/v1/reservations", body, 5.0) for body in bodies]
+    assert all(exchange is not None for exchange in sent)
+    # Both in flight at once, each on its own connection, and applied by the authority before anyone reads them.
+    assert stack.wait_for(lambda: len(stack.active()) == 2)
+    answers: list[Any] = []
+    reader = threading.Thread(target=lambda: answers.append(sent[1].response()))  # type: ignore[union-attr]
+    reader.start()
+    reader.join(10)
+    answers.append(sent[0].response())  # type: ignore[union-attr]
+    assert [a.status for a in answers] == [200, 200]
+    ids = {a.body["reservation_id"] for a in answers}
+    assert ids == {r["reservation_id"] for r in stack.active()}
+    # Their connections went back to the pool: the next request sent ahead reuses one.
+    assert len(lean._spare) == 2
+    again = lean.start_post("/v1/reservations", _reserve_body(stack), 5.0)
+    assert again is not None and len(lean._spare) == 1 and again.response().status == 200
+
+
+def test_a_reservation_sent_ahead_whose_answer_is_lost_is_retried_with_its_key(stack: Stack, proxy: FaultProxy) -> None:
+    """The authority applied it, the connection dropped before the answer: the retry replays the same reservation."""
+    stack.budget("", 10_000)
+    proxy.add(path="/v1/reservations", method="POST", after="drop", times=1)
+    lean = lean_client(stack.client(proxy.base_url))
+    body = _reserve_body(stack)
+    finish = start_reserve(lean, body, timeout_s=5.0)
+    assert finish is not None
+    result = finish()
+    assert isinstance(result, Allowed)
+    [active] = stack.active()
+    assert active["reservation_id"] == result.response.reservation_id
+    keys = [r.idempotency_key for r in proxy.requests("/v1/reservations", "POST")]
+    assert keys == [body["idempotency_key"]] * 2
+
+
+def test_nothing_is_sent_ahead_to_an_unreachable_authority_or_through_a_client_subclass(stack: Stack) -> None:
+    unreachable = lean_client(stack.client(f"http://127.0.0.1:{free_port()}"))
+    assert isinstance(unreachable, LeanCyclesClient)
+    assert unreachable.start_post("/v1/reservations", _reserve_body(stack), 2.0) is None
+
+    class Custom(CyclesClient):
+        pass
+
+    assert start_reserve(Custom(stack.config()), _reserve_body(stack), timeout_s=2.0) is None
+    assert stack.active() == []
 
 
 def test_a_client_subclass_is_used_as_given(stack: Stack) -> None:
