@@ -156,6 +156,25 @@ def test_a_denied_lookahead_never_denies_the_call(tenant: Tenant, spans, monkeyp
     assert tenant.active() == []
 
 
+def hand_run(callback: CyclesBudgetCallback) -> tuple[Context, Any]:
+    """Start a run whose hooks the test drives by hand, as AnyAgent would: its context and its invoke span."""
+    tracer = trace.get_tracer("any_agent")
+    invoke = tracer.start_span("invoke_agent [t]", attributes={"gen_ai.request.model": "openai:gpt-4o"})
+    context = Context(current_span=invoke, trace=AgentTrace(), tracer=tracer, shared={})
+    callback.before_agent_invocation(context, "prompt")
+    return context, invoke
+
+
+def run_tool(callback: CyclesBudgetCallback, context: Context) -> Any:
+    """One call of the tool `search`, driven by hand; its span."""
+    tool = context.tracer.start_span("execute_tool search", attributes={"gen_ai.tool.name": "search"})
+    context.current_span = tool
+    callback.before_tool_execution(context)
+    callback.after_tool_execution(context)
+    tool.end()
+    return tool
+
+
 def answer_naming_a_tool(callback: CyclesBudgetCallback, context: Context) -> None:
     """One LLM call, driven by hand, whose answer asks for the tool `search`."""
     llm = context.tracer.start_span("call_llm gpt-4o", attributes={"gen_ai.request.model": "gpt-4o"})
@@ -181,10 +200,7 @@ def test_a_tool_denied_because_of_the_lookahead_gets_it_back(tenant: Tenant, mon
     callback = CyclesBudgetCallback(
         client=tenant.client, tenant=tenant.id, llm_estimate=1_000_000, tool_estimate=2_500_000, tool_cost=1_000
     )
-    tracer = trace.get_tracer("any_agent")
-    invoke = tracer.start_span("invoke_agent [t]", attributes={"gen_ai.request.model": "openai:gpt-4o"})
-    context = Context(current_span=invoke, trace=AgentTrace(), tracer=tracer, shared={})
-    callback.before_agent_invocation(context, "prompt")
+    context, invoke = hand_run(callback)
 
     answer_naming_a_tool(callback, context)
     run = context.shared[callback._state_key]
@@ -193,7 +209,7 @@ def test_a_tool_denied_because_of_the_lookahead_gets_it_back(tenant: Tenant, mon
     # Held at the authority now (bounded wait): 3M - ~0 spent - 1M lookahead < the tool's 2.5M.
     assert wait_for(lambda: lookahead.key in {r.get("idempotency_key") for r in tenant.active()})
 
-    tool = tracer.start_span("execute_tool search", attributes={"gen_ai.tool.name": "search"})
+    tool = context.tracer.start_span("execute_tool search", attributes={"gen_ai.tool.name": "search"})
     context.current_span = tool
     callback.before_tool_execution(context)  # denied once, releases the lookahead, allowed on the retry
     assert tool.attributes["cycles.decision"] == "ALLOW"  # type: ignore[attr-defined]
@@ -263,10 +279,7 @@ def test_lookaheads_are_sent_when_the_answer_is_in_and_read_by_the_calls_that_ad
     tenant.budget("", BIG)
     before = lookahead_outcomes(metric_reader)
     callback = CyclesBudgetCallback(client=tenant.client, tenant=tenant.id, llm_estimate=1_000_000, tool_estimate=1_000)
-    tracer = trace.get_tracer("any_agent")
-    invoke = tracer.start_span("invoke_agent [t]", attributes={"gen_ai.request.model": "openai:gpt-4o"})
-    context = Context(current_span=invoke, trace=AgentTrace(), tracer=tracer, shared={})
-    callback.before_agent_invocation(context, "prompt")
+    context, invoke = hand_run(callback)
 
     answer_naming_a_tool(callback, context)
     run = context.shared[callback._state_key]
@@ -277,15 +290,11 @@ def test_lookaheads_are_sent_when_the_answer_is_in_and_read_by_the_calls_that_ad
     keys = {tool_lookahead.key, llm_lookahead.key}
     assert wait_for(lambda: keys <= {r.get("idempotency_key") for r in tenant.active()})
 
-    tool = tracer.start_span("execute_tool search", attributes={"gen_ai.tool.name": "search"})
-    context.current_span = tool
-    callback.before_tool_execution(context)
-    callback.after_tool_execution(context)
-    tool.end()
-    assert tool.attributes["cycles.lookahead"] is True  # type: ignore[attr-defined]
+    tool = run_tool(callback, context)
+    assert tool.attributes["cycles.lookahead"] is True
     assert run.lookahead is llm_lookahead  # the next LLM call's is still the run's, unread
 
-    llm = tracer.start_span("call_llm gpt-4o", attributes={"gen_ai.request.model": "gpt-4o"})
+    llm = context.tracer.start_span("call_llm gpt-4o", attributes={"gen_ai.request.model": "gpt-4o"})
     context.current_span = llm
     callback.before_llm_call(context)
     assert llm.attributes["cycles.lookahead"] is True  # type: ignore[attr-defined]
@@ -309,20 +318,13 @@ def test_a_client_that_cannot_send_ahead_leaves_each_lookahead_to_its_call(tenan
     before = lookahead_outcomes(metric_reader)
     client = OwnTransport(tenant.client._config)
     callback = CyclesBudgetCallback(client=client, tenant=tenant.id, llm_estimate=1_000_000, tool_estimate=1_000)
-    tracer = trace.get_tracer("any_agent")
-    invoke = tracer.start_span("invoke_agent [t]", attributes={"gen_ai.request.model": "openai:gpt-4o"})
-    context = Context(current_span=invoke, trace=AgentTrace(), tracer=tracer, shared={})
-    callback.before_agent_invocation(context, "prompt")
+    context, invoke = hand_run(callback)
     answer_naming_a_tool(callback, context)
     run = context.shared[callback._state_key]
     [tool_lookahead] = run.tool_lookaheads
     assert tool_lookahead.sent_at == 0 and run.lookahead is not None and run.lookahead.sent_at == 0
-    tool = tracer.start_span("execute_tool search", attributes={"gen_ai.tool.name": "search"})
-    context.current_span = tool
-    callback.before_tool_execution(context)  # sends its own lookahead's request: the same request, once
-    callback.after_tool_execution(context)
-    tool.end()
-    assert tool.attributes["cycles.lookahead"] is True  # type: ignore[attr-defined]
+    tool = run_tool(callback, context)  # sends its own lookahead's request: the same request, once
+    assert tool.attributes["cycles.lookahead"] is True
     invoke.end()
     callback.after_agent_invocation(context, "prompt")  # the next LLM call's, never sent, is dropped unsent
     assert tenant.active() == []
