@@ -18,7 +18,7 @@ Concurrency: N runs of one agent at once under one event loop (`asyncio.gather` 
 latency, 2 LLM calls + 1 tool call per run (tinyagent: + its final-answer tool call); overhead per wave = the wave's
 wall time minus the baseline wave's.
 
-Run: `python -m benchmarks.bench_agents [--quick] [--no-write] [--also ours_tools_always]` (`--quick`: fewer rounds
+Run: `python -m benchmarks.bench_agents [--quick] [--no-write] [--also ours_no_lookahead]` (`--quick`: fewer rounds
 and rows; `--also`: a variant beside otel-cycles in the rows' rounds, to weigh a design choice, see `EXTRA_VARIANTS`).
 """
 
