@@ -108,6 +108,8 @@ def start_reserve(
     with suppressed_instrumentation():
         exchange = client.start_post(RESERVATIONS_PATH, body, per_operation)
     if exchange is None:
+        if breaker is not None:  # unreachable: open the breaker, so the answer's other lookaheads are not tried
+            breaker.failure("could not send a lookahead reservation")
         return None
     sent = exchange
 
