@@ -12,16 +12,13 @@ import time
 from typing import Any
 
 import pytest
-from any_agent.callbacks import Context
-from any_agent.tracing.agent_trace import AgentTrace
-from opentelemetry import trace
 from runcycles import CyclesClient
 
 from otel_cycles import CyclesBudgetCallback
 from otel_cycles import callback as callback_module
 from otel_cycles.testing import ScriptedModel
 from tests.conftest import Tenant
-from tests.core.agents import make_agent
+from tests.core.agents import answer_naming_a_tool, hand_run, make_agent, run_tool
 from tests.oracle import DEFAULT_TOOL_COST, Oracle, llm_price
 
 ORACLE = Oracle(tool_costs={"slow_search": DEFAULT_TOOL_COST})
@@ -154,42 +151,6 @@ def test_a_denied_lookahead_never_denies_the_call(tenant: Tenant, spans, monkeyp
     assert all(s.attributes["cycles.decision"] == "ALLOW" for s in governed(spans))
     assert tenant.spent() == ORACLE.spent(governed(spans))
     assert tenant.active() == []
-
-
-def hand_run(callback: CyclesBudgetCallback) -> tuple[Context, Any]:
-    """Start a run whose hooks the test drives by hand, as AnyAgent would: its context and its invoke span."""
-    tracer = trace.get_tracer("any_agent")
-    invoke = tracer.start_span("invoke_agent [t]", attributes={"gen_ai.request.model": "openai:gpt-4o"})
-    context = Context(current_span=invoke, trace=AgentTrace(), tracer=tracer, shared={})
-    callback.before_agent_invocation(context, "prompt")
-    return context, invoke
-
-
-def run_tool(callback: CyclesBudgetCallback, context: Context) -> Any:
-    """One call of the tool `search`, driven by hand; its span."""
-    tool = context.tracer.start_span("execute_tool search", attributes={"gen_ai.tool.name": "search"})
-    context.current_span = tool
-    callback.before_tool_execution(context)
-    callback.after_tool_execution(context)
-    tool.end()
-    return tool
-
-
-def answer_naming_a_tool(callback: CyclesBudgetCallback, context: Context) -> None:
-    """One LLM call, driven by hand, whose answer asks for the tool `search`."""
-    llm = context.tracer.start_span("call_llm gpt-4o", attributes={"gen_ai.request.model": "gpt-4o"})
-    context.current_span = llm
-    callback.before_llm_call(context)
-    llm.set_attributes(
-        {
-            "gen_ai.usage.input_tokens": 100,
-            "gen_ai.usage.output_tokens": 10,
-            "gen_ai.output.type": "json",
-            "gen_ai.output": '[{"tool.name": "search"}]',
-        }
-    )
-    callback.after_llm_call(context)
-    llm.end()
 
 
 def test_a_tool_denied_because_of_the_lookahead_gets_it_back(tenant: Tenant, monkeypatch, metric_reader) -> None:

@@ -9,7 +9,7 @@ import pytest
 from otel_cycles import CyclesBudgetCallback
 from otel_cycles.errors import AuthorityUnavailable
 from otel_cycles.testing import ScriptedModel
-from tests.core.agents import make_agent
+from tests.core.agents import answer_naming_a_tool, hand_run, make_agent
 from tests.reliability.conftest import Stack
 from tests.reliability.fault_proxy import FaultProxy
 from tests.reliability.helpers import expected_spend, governed, metric_sum
@@ -116,37 +116,23 @@ def test_lookaheads_an_answer_cannot_send_are_tried_once_and_left_to_their_calls
     """The authority goes away between a call's reservation and its answer: the first lookahead's failed send opens
     the breaker, so the answer's other lookaheads are not tried (no connection attempt each on the agent's thread),
     and the calls that come later reserve for themselves (or, known down, proceed fail-open)."""
-    from any_agent.callbacks import Context
-    from any_agent.tracing.agent_trace import AgentTrace
-    from opentelemetry import trace
-
     stack.budget("", 10_000_000_000)
     callback = CyclesBudgetCallback(
         client=stack.client(), tenant=stack.tenant, llm_estimate=1_000_000, tool_estimate=1_000, fail_open=True
     )
-    tracer = trace.get_tracer("any_agent")
-    invoke = tracer.start_span("invoke_agent [t]", attributes={"gen_ai.request.model": "openai:gpt-4o"})
-    context = Context(current_span=invoke, trace=AgentTrace(), tracer=tracer, shared={})
-    callback.before_agent_invocation(context, "prompt")
-    llm = tracer.start_span("call_llm gpt-4o", attributes={"gen_ai.request.model": "gpt-4o"})
-    context.current_span = llm
-    callback.before_llm_call(context)
-    assert llm.attributes["cycles.decision"] == "ALLOW"  # type: ignore[attr-defined]
-    stack.stop()
-    failures = callback._breaker._failures
-    llm.set_attributes(
-        {
-            "gen_ai.usage.input_tokens": 100,
-            "gen_ai.usage.output_tokens": 10,
-            "gen_ai.output.type": "json",
-            "gen_ai.output": '[{"tool.name": "search"}]',
-        }
-    )
-    callback.after_llm_call(context)
+    context, invoke = hand_run(callback)
+    failures: list[int] = []
+
+    def authority_gone() -> None:
+        stack.stop()
+        failures.append(callback._breaker._failures)
+
+    llm = answer_naming_a_tool(callback, context, before_answer=authority_gone, end=False)
+    assert llm.attributes["cycles.decision"] == "ALLOW"
     run = context.shared[callback._state_key]
     [tool_lookahead] = run.tool_lookaheads
     assert tool_lookahead.sent_at == 0 and run.lookahead is not None and run.lookahead.sent_at == 0
-    assert callback._breaker._failures == failures + 1 and callback._breaker.is_open()  # one send tried, not two
+    assert callback._breaker._failures == failures[0] + 1 and callback._breaker.is_open()  # one send tried, not two
     stack.start()
     llm.end()
     invoke.end()
