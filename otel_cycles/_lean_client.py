@@ -14,7 +14,8 @@ server closing the connection; interim 1xx answers are skipped; TLS through `ssl
 `http.client` does. Anything else (a malformed or cut-short answer, an oversized line) is a transport error, as a
 network failure is.
 
-One connection per thread (the hooks run on executor threads and the settlement worker has its own). A request that
+One connection per thread (the hooks run on executor threads and the settlement worker has its own), plus a small
+pool for requests sent now and read later (`start_post`, the lookaheads: `Exchange`). A request that
 fails on a reused keep-alive connection (the server closed it while idle) is sent once more on a fresh one: every POST
 of the Cycles protocol carries an idempotency key, so a replay cannot double-spend.
 """
