@@ -92,6 +92,9 @@ class _Connection:
         self._reader.close()
         self._sock.close()
 
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
     def exchange(self, request: bytes, timeout: float) -> _Response:
         self.send(request, timeout)
         return self.receive()
@@ -329,6 +332,10 @@ class Exchange:
         self._client = client
         self._connection = connection
         self._target = target
+
+    def fileno(self) -> int:
+        """The connection's socket, readable once the answer starts to arrive."""
+        return self._connection.fileno()
 
     def response(self) -> CyclesResponse:
         """Read the answer (once), bounded by the timeout it was sent with, and give the connection back."""

@@ -35,7 +35,7 @@ from typing import Any
 from opentelemetry.trace import StatusCode
 
 from otel_cycles import attributes as attr
-from otel_cycles._reserve import Allowed, ReserveResult
+from otel_cycles._reserve import Allowed, ReserveResult, SentReservation
 
 __all__ = ["HEADROOM", "Lookahead", "asks_for_tools", "named_tools", "next_amount", "worth_it"]
 
@@ -101,8 +101,8 @@ class Lookahead:
         self.sent_at = 0.0
         """`time.monotonic()` when the request was sent (the lease is counted from there)."""
         self._lock = threading.Lock()  # guards _read and sent_at
-        self._read: Callable[[], ReserveResult] | None = None
-        """Reads the answer of the request `start` sent."""
+        self._read: SentReservation | None = None
+        """The request `start` sent, its answer not read yet."""
 
     @property
     def key(self) -> str:
@@ -114,7 +114,7 @@ class Lookahead:
         action: dict[str, Any] = self.body["action"]
         return action
 
-    def start(self, starter: Callable[[dict[str, Any]], Callable[[], ReserveResult] | None]) -> None:
+    def start(self, starter: Callable[[dict[str, Any]], SentReservation | None]) -> None:
         """Send the request now with `starter` (`_reserve.start_reserve`), unless it was; its claim reads the answer.
         If it cannot be sent that way, it stays unsent."""
         with self._lock:  # held while sending (one write): a claim from another thread then finds it sent
@@ -136,7 +136,7 @@ class Lookahead:
             if read is None and send_here is not None:
                 self.sent_at = time.monotonic()
         if read is not None:
-            result = read()
+            result = read.read()
         elif send_here is not None:
             result = send_here(self.body)
         else:
@@ -144,6 +144,11 @@ class Lookahead:
         if isinstance(result, Allowed):
             return result, "claimed"
         return None, "not_allowed"
+
+    def unread_fileno(self) -> int | None:
+        """The socket its answer arrives on, if it was sent and nobody has claimed it yet; else None."""
+        with self._lock:
+            return self._read.fileno() if self._read is not None else None
 
     def lease_left_ms(self, allowed: Allowed, ttl_ms: int) -> int:
         """Milliseconds of lease the claimed reservation has left now, at least (counted from when it was sent)."""

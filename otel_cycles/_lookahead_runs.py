@@ -18,7 +18,7 @@ from otel_cycles._accounting import TOOL_KIND
 from otel_cycles._lookahead import Lookahead
 from otel_cycles._reaper import REAPER
 from otel_cycles._registry import PendingReservation, RunState
-from otel_cycles._reserve import Allowed, ReserveResult
+from otel_cycles._reserve import Allowed, ReserveResult, SentReservation
 from otel_cycles._settlement import Settlement, release_body
 
 __all__ = ["RunLookaheads"]
@@ -32,11 +32,11 @@ class RunLookaheads:
         settlement: Settlement,
         ttl_ms: int,
         body: Callable[[dict[str, Any], int], dict[str, Any]],
-        start: Callable[[dict[str, Any]], Callable[[], ReserveResult] | None],
+        start: Callable[[dict[str, Any]], SentReservation | None],
     ):
         self._settlement = settlement
         self._start = start
-        """Sends a reservation request now, returning how to read its answer (`_reserve.start_reserve`)."""
+        """Sends a reservation request now, returning it to be read later (`_reserve.start_reserve`)."""
         self._ttl_ms = ttl_ms
         self._body = body
         """Builds the reservation request of an action and amount."""
@@ -87,6 +87,12 @@ class RunLookaheads:
             outcome = "unfit"
         metrics.lookahead.add(1, {"outcome": outcome})
         return None  # the call reserves for itself
+
+    def unread_fileno(self, run: RunState, tool_action: dict[str, Any] | None) -> int | None:
+        """The socket on which the answer of the lookahead a call would claim is arriving (the run's LLM lookahead,
+        or with `tool_action` that tool call's), if it was sent and is unread; else None."""
+        lookahead = run.peek_lookahead(tool_action)
+        return lookahead.unread_fileno() if lookahead is not None else None
 
     def drop(self, run: RunState, reason: str) -> int:
         """Release the run's unused lookaheads (reading the answers of those sent); the last release's ticket or 0."""

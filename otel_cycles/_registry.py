@@ -114,6 +114,13 @@ class RunState:
                     return self.tool_lookaheads.pop(index)
         return None
 
+    def peek_lookahead(self, tool_action: dict[str, Any] | None = None) -> Lookahead | None:
+        """The lookahead `take_lookahead` would return now, left in place."""
+        with self.lock:
+            if tool_action is None:
+                return self.lookahead
+            return next((held for held in self.tool_lookaheads if held.action == tool_action), None)
+
     def holds(self, lookahead: Lookahead) -> bool:
         """Whether `lookahead` is still the run's, unclaimed."""
         with self.lock:

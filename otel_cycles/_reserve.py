@@ -15,7 +15,6 @@ is known down.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +26,7 @@ from runcycles.response import CyclesResponse
 
 from otel_cycles import metrics
 from otel_cycles._breaker import Breaker, quiet_attempt
-from otel_cycles._lean_client import LeanCyclesClient
+from otel_cycles._lean_client import Exchange, LeanCyclesClient
 from otel_cycles._settlement import suppressed_instrumentation
 from otel_cycles.errors import DENIAL_REASONS
 
@@ -93,15 +92,10 @@ def reserve(
 
 def start_reserve(
     client: CyclesClient, body: dict[str, Any], *, timeout_s: float, breaker: Breaker | None = None
-) -> Callable[[], ReserveResult] | None:
-    """Send POST /v1/reservations now and return the function that reads and classifies its answer, on whichever
-    thread needs it first. None when it cannot go out that way (a client that is not lean, an authority known down,
-    a failed send): nothing was sent, and the call reserves the usual way.
-
-    An answer that is not a valid reservation (a transport error, 5xx, malformed) is retried by `reserve` with the
-    same idempotency key, so the outcome is classified as for a request made the usual way; reading it and the retry
-    together take at most `timeout_s` from when the answer is read.
-    """
+) -> SentReservation | None:
+    """Send POST /v1/reservations now and return it as a `SentReservation`, whose `read()` reads and classifies its
+    answer on whichever thread needs it first. None when it cannot go out that way (a client that is not lean, an
+    authority known down, a failed send): nothing was sent, and the call reserves the usual way."""
     if not isinstance(client, LeanCyclesClient) or (breaker is not None and breaker.is_open()):
         return None
     per_operation = min(max(client._config.connect_timeout, client._config.read_timeout), timeout_s)
@@ -111,17 +105,41 @@ def start_reserve(
         if breaker is not None:  # unreachable: open the breaker, so the answer's other lookaheads are not tried
             breaker.failure("could not send a lookahead reservation")
         return None
-    sent = exchange
+    return SentReservation(client, body, exchange, timeout_s, breaker)
 
-    def finish() -> ReserveResult:
-        deadline = time.monotonic() + timeout_s
+
+class SentReservation:
+    """A reservation request already on the wire (`start_reserve`), its answer not read yet.
+
+    An answer that is not a valid reservation (a transport error, 5xx, malformed) is retried by `reserve` with the
+    same idempotency key, so the outcome is classified as for a request made the usual way; reading it and the retry
+    together take at most `timeout_s` from when the answer is read.
+    """
+
+    def __init__(
+        self, client: CyclesClient, body: dict[str, Any], exchange: Exchange, timeout_s: float, breaker: Breaker | None
+    ) -> None:
+        self._client = client
+        self._body = body
+        self._exchange = exchange
+        self._timeout_s = timeout_s
+        self._breaker = breaker
+
+    def fileno(self) -> int:
+        """The socket the answer arrives on: readable once it is in (`_async_hooks` awaits that)."""
+        return self._exchange.fileno()
+
+    def read(self) -> ReserveResult:
+        """Read and classify the answer (once)."""
+        breaker = self._breaker
+        deadline = time.monotonic() + self._timeout_s
         with quiet_attempt():
-            response = sent.response()
+            response = self._exchange.response()
         parsed = _schema_valid_create(response)
         if parsed is None:
             left = deadline - time.monotonic()
             if left > 0.01:
-                return reserve(client, body, timeout_s=left, breaker=breaker)
+                return reserve(self._client, self._body, timeout_s=left, breaker=breaker)
             if breaker is not None:
                 breaker.failure(response.error_message or f"HTTP {response.status}")
             return Unavailable(response.status, response.error_message or f"HTTP {response.status}")
@@ -130,8 +148,6 @@ def start_reserve(
         if parsed.is_allowed():
             return Allowed(parsed)
         return Denied(parsed.reason_code or "BUDGET_EXCEEDED", "reservation denied")
-
-    return finish
 
 
 def _reserve(client: CyclesClient, body: dict[str, Any], timeout_s: float | None) -> ReserveResult:

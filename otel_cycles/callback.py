@@ -54,6 +54,7 @@ from otel_cycles._reserve import (
     Denied,
     Rejected,
     ReserveResult,
+    SentReservation,
     Unavailable,
     record_decision,
     reserve,
@@ -340,6 +341,15 @@ class CyclesBudgetCallback(Callback):
             self._settlement.journal_pending()
         return context
 
+    def _answer_arriving(self, context: Context, span: Span, *, tool: bool) -> int | None:
+        """The socket on which the answer to the reservation this call's before-hook will read is arriving, if that
+        reservation was sent ahead (a lookahead) and is still unread; else None (`_async_hooks` awaits it)."""
+        run = context.shared.get(self._state_key)
+        if not isinstance(run, RunState):
+            return None
+        name = str(_attributes(span).get(attr.GEN_AI_TOOL_NAME) or "unknown")
+        return self._lookaheads.unread_fileno(run, {"kind": TOOL_KIND, "name": name[:256]} if tool else None)
+
     # -- internals ------------------------------------------------------------------------------------------------
 
     def _run(self, context: Context) -> RunState:
@@ -458,7 +468,7 @@ class CyclesBudgetCallback(Callback):
         gate = self.fail_open or self.shadow
         return reserve(self._wire, body, timeout_s=self.reserve_timeout_s, breaker=self._breaker, gate=gate)
 
-    def _start_reservation(self, body: dict[str, Any]) -> Callable[[], ReserveResult] | None:
+    def _start_reservation(self, body: dict[str, Any]) -> SentReservation | None:
         return start_reserve(self._wire, body, timeout_s=self.reserve_timeout_s, breaker=self._breaker)
 
     def _soft_land(

@@ -5,6 +5,7 @@ with its spend exact and nothing left ACTIVE, and the agent's callback list is t
 from __future__ import annotations
 
 import asyncio
+import threading
 
 from any_agent import AgentConfig, AnyAgent
 
@@ -54,5 +55,66 @@ def test_a_held_reservation_does_not_block_the_event_loop(stack: Stack, proxy: F
     governed = [s for s in spans.get_finished_spans() if s.attributes.get("cycles.action.kind")]
     assert [s.name.split()[0] for s in governed].count("call_llm") == 2
     assert all(s.attributes["cycles.decision"] == "ALLOW" for s in governed)
+    assert stack.wait_for(lambda: stack.spent() == Oracle(tool_costs={"search_web": DEFAULT_TOOL_COST}).spent(governed))
+    assert stack.active() == []
+
+
+def test_a_hook_whose_reservation_was_sent_ahead_waits_for_its_answer_on_the_loop(
+    stack: Stack, proxy: FaultProxy, spans
+) -> None:
+    """The tool call's lookahead (the run's second reservation request) is held at the proxy. Its before-hook waits
+    for the answer without blocking the loop and without a pool thread: it starts only once another coroutine has
+    released the request, and it runs on the loop's thread, as does the next LLM call's, whose lookahead answered at
+    once. The first LLM call, reserved by its own hook, takes the pool thread. The released request (dropped by the
+    proxy) is retried with its key and adopted; spend is exact, nothing is left ACTIVE."""
+    stack.budget("", 10_000_000_000)
+    proxy.add(path="/v1/reservations$", method="POST", times=1)  # the first LLM call's own: forwarded
+    proxy.add(path="/v1/reservations$", method="POST", times=1, hold=True)
+    events: list[tuple[str, bool]] = []
+    loop_thread: list[int] = []
+
+    class Recording(CyclesBudgetCallback):
+        def before_llm_call(self, context, *args, **kwargs):
+            events.append(("llm", threading.get_ident() == loop_thread[0]))
+            return super().before_llm_call(context, *args, **kwargs)
+
+        def before_tool_execution(self, context, *args, **kwargs):
+            events.append(("tool", threading.get_ident() == loop_thread[0]))
+            return super().before_tool_execution(context, *args, **kwargs)
+
+    callback = Recording(client=stack.client(proxy.base_url, read_timeout=30.0), tenant=stack.tenant)
+    with ScriptedModel(tool_rounds=1) as model:
+        agent = AnyAgent.create(
+            "tinyagent",
+            AgentConfig(
+                model_id="openai:gpt-4o",
+                api_base=model.base_url,
+                api_key="sk-fake",
+                tools=[search_web],
+                callbacks=[callback],
+            ),
+        )
+
+        async def scenario() -> None:
+            loop_thread.append(threading.get_ident())
+            run = asyncio.create_task(agent.run_async("Research budget governance"))
+            for _ in range(1000):  # this coroutine runs only while the loop is free
+                if len(proxy.requests("/v1/reservations$", method="POST")) >= 2:
+                    break
+                await asyncio.sleep(0.01)
+            events.append(("released", not run.done()))
+            proxy.release_held()
+            await asyncio.wait_for(run, timeout=60)
+
+        asyncio.run(scenario())
+    assert events == [("llm", False), ("released", True), ("tool", True), ("llm", True)]
+    held, *later = proxy.requests("/v1/reservations$", method="POST")[1:]
+    assert held.fault == "hold" and held.idempotency_key in [r.idempotency_key for r in later]
+    governed = [s for s in spans.get_finished_spans() if s.attributes.get("cycles.action.kind")]
+    assert [bool(s.attributes.get("cycles.lookahead")) for s in governed if s.attributes["cycles.action.kind"]] == [
+        False,
+        True,
+        True,
+    ]
     assert stack.wait_for(lambda: stack.spent() == Oracle(tool_costs={"search_web": DEFAULT_TOOL_COST}).spent(governed))
     assert stack.active() == []

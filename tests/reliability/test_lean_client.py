@@ -108,9 +108,9 @@ def test_a_reservation_sent_ahead_whose_answer_is_lost_is_retried_with_its_key(s
     proxy.add(path="/v1/reservations", method="POST", after="drop", times=1)
     lean = lean_client(stack.client(proxy.base_url))
     body = _reserve_body(stack)
-    finish = start_reserve(lean, body, timeout_s=5.0)
-    assert finish is not None
-    result = finish()
+    sent = start_reserve(lean, body, timeout_s=5.0)
+    assert sent is not None
+    result = sent.read()
     assert isinstance(result, Allowed)
     [active] = stack.active()
     assert active["reservation_id"] == result.response.reservation_id
