@@ -6,7 +6,9 @@ killed process without a file write per commit: whatever has not landed replays 
 created for the same authority and key. The commit itself goes through runcycles' own commit path
 (`CyclesLifecycle._handle_commit`): same-key retries with backoff, Retry-After, the `POST /v1/events` fallback when the
 reservation expired, and never a release after spend. We reuse it rather than re-implement that classification; a
-commit refused for its overage (REJECT, overdraft limit) settles at the reserved estimate (`_overage`).
+commit refused for its overage (REJECT, overdraft limit) settles at the reserved estimate (`_overage`). Commits queued
+together (a burst of span ends) are written one after the other before the first answer is read (`PIPELINE`), each
+answer then handed to that commit path as its first attempt's, so a burst costs about one round trip.
 
 While the authority is known down (its `_breaker` is open) nothing is sent: commits and events stay journaled and
 wait, and one background attempt probes after the cool-down. At interpreter exit the wait is bounded once, for
@@ -29,14 +31,15 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from opentelemetry import context as otel_context
-from runcycles import CyclesClient
+from runcycles import CyclesClient, CyclesResponse
+from runcycles._constants import RESERVATIONS_PATH
 from runcycles.lifecycle import CyclesLifecycle
 from runcycles.retry import CommitRetryEngine
 
 from otel_cycles import environment_variables as env
 from otel_cycles import metrics
 from otel_cycles._breaker import Breaker, breaker_for, is_down, quiet_attempt
-from otel_cycles._lean_client import LeanCyclesClient, lean_client
+from otel_cycles._lean_client import Exchange, LeanCyclesClient, lean_client
 from otel_cycles._overage import OverageAwareClient
 
 __all__ = ["Settlement", "flush_all", "settlement_for"]
@@ -50,6 +53,10 @@ is journaled by the journal guard, which looks this often while the worker is bu
 _RELEASE_RETRY_DELAYS_S = (0.5, 1.0, 2.0)
 _PREPARE_WAIT_S = 1.0
 """Longest `journal_pending` waits for the worker to finish building the bodies of the commit it took."""
+
+
+PIPELINE = 16
+"""Most commits the worker sends before reading the first answer (`_attempt_pipelined`)."""
 
 
 CommitBodies = Callable[[], tuple[dict[str, Any], dict[str, Any]]]
@@ -179,6 +186,28 @@ class _JournalOnceEngine(CommitRetryEngine):
             super()._journal_discard(reservation_id)
 
 
+class _PrefetchedAnswers:
+    """`client`, except that a commit whose answer the worker already read (`_attempt_pipelined`) gets that answer
+    instead of a second request: the first attempt of runcycles' commit path. Retries find none and send."""
+
+    def __init__(self, client: CyclesClient) -> None:
+        self._client = client
+        self._answers: dict[str, CyclesResponse] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def put(self, reservation_id: str, response: CyclesResponse) -> None:
+        self._answers[reservation_id] = response
+
+    def forget(self, reservation_id: str) -> None:
+        self._answers.pop(reservation_id, None)
+
+    def commit_reservation(self, reservation_id: str, body: dict[str, Any]) -> CyclesResponse:
+        answer = self._answers.pop(reservation_id, None)
+        return answer if answer is not None else self._client.commit_reservation(reservation_id, body)
+
+
 @contextmanager
 def suppressed_instrumentation() -> Iterator[None]:
     """Set the OTel suppression flag so the Cycles client's own HTTP spans never reach our processor."""
@@ -205,8 +234,10 @@ class Settlement:
         # process left behind for this authority and key.
         # The commit path (first attempts and retries) sees the client through OverageAwareClient, so a commit
         # refused for its overage still settles the reservation (see `_overage`).
+        self._answers = _PrefetchedAnswers(self._client)
         with suppressed_instrumentation():
-            self._lifecycle = CyclesLifecycle(cast(CyclesClient, OverageAwareClient(self._client)), self._engine, {})
+            answers = cast(CyclesClient, self._answers)
+            self._lifecycle = CyclesLifecycle(cast(CyclesClient, OverageAwareClient(answers)), self._engine, {})
         self._max_queue = max_queue
         # _cond guards _queue, _issued, _attempted, _request_started, _idle, _preparing and _worker.
         self._cond = threading.Condition()
@@ -416,8 +447,19 @@ class Settlement:
                 self._idle = False
                 if not self._queue:
                     return
-                op = self._take()
-            self._attempt(op)
+                batch = [self._take()]
+                while (
+                    len(batch) < PIPELINE
+                    and self._queue
+                    and self._queue[0].kind == "commit"
+                    and batch[0].kind == "commit"
+                    and isinstance(self._client, LeanCyclesClient)
+                ):
+                    batch.append(self._queue.popleft())
+            if len(batch) == 1:
+                self._attempt(batch[0])
+            else:
+                self._attempt_pipelined(batch)
 
     def _free(self) -> bool:
         """Something is queued and nobody is sending: the next operation may be taken. With _cond held."""
@@ -450,6 +492,51 @@ class Settlement:
         with self._cond:
             self._request_started = None
             self._attempted = max(self._attempted, op.ticket)
+            self._cond.notify_all()
+
+    def _attempt_pipelined(self, batch: list[_Op]) -> None:
+        """Send the commits of `batch` (taken together by the worker) one after the other without waiting, then
+        read their answers in order, each handed to runcycles' commit path as the answer of its first attempt
+        (`_PrefetchedAnswers`), which classifies it, retries and journals as for a commit sent on its own. A burst of
+        span ends (16 runs answered at once) then costs about one round trip instead of one each, and the end of a
+        run waits less for its last commit. Each operation is marked attempted as soon as its answer is handled."""
+        ready = []
+        try:
+            for op in batch:
+                ready.append(self._prepare(op))
+        finally:
+            ready += [False] * (len(batch) - len(ready))
+            with self._cond:
+                self._preparing = False
+                self._request_started = time.monotonic()
+                self._busy.set()
+                self._cond.notify_all()
+        sent: list[Exchange | None] = [None] * len(batch)
+        if not self._breaker.is_open():
+            assert isinstance(self._client, LeanCyclesClient)
+            timeout = max(self._client._config.connect_timeout, self._client._config.read_timeout)
+            with suppressed_instrumentation():
+                for index, op in enumerate(batch):
+                    if ready[index]:
+                        path = f"{RESERVATIONS_PATH}/{op.reservation_id}/commit"
+                        sent[index] = self._client.start_post(path, op.body, timeout)
+        for op, ok, exchange in zip(batch, ready, sent, strict=True):
+            try:
+                if exchange is not None:
+                    with quiet_attempt():
+                        self._answers.put(op.reservation_id, exchange.response())
+                if ok:
+                    self._execute(op)
+            except Exception:
+                metrics.settlement_errors.add(1, {"error.type": "internal", "cycles.operation": op.kind})
+                logger.exception("otel-cycles failed to settle reservation %s", op.reservation_id)
+            finally:
+                self._answers.forget(op.reservation_id)
+            with self._cond:
+                self._attempted = max(self._attempted, op.ticket)
+                self._cond.notify_all()
+        with self._cond:
+            self._request_started = None
             self._cond.notify_all()
 
     def _prepare(self, op: _Op) -> bool:

@@ -11,6 +11,7 @@ import ssl
 import subprocess
 import threading
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from runcycles import CyclesClient, CyclesConfig
 
 from otel_cycles._lean_client import LeanCyclesClient, lean_client
 from otel_cycles._reserve import Allowed, start_reserve
+from otel_cycles._settlement import Settlement
 from tests.reliability.conftest import UNIT, Stack
 from tests.reliability.fault_proxy import FaultProxy, free_port
 
@@ -361,3 +363,45 @@ def test_https_verifies_the_server_certificate(tmp_path: Path, monkeypatch: pyte
         server.close()
     assert [(a.status, a.body) for a in answers] == [(200, json.loads(BALANCES))] * 2
     assert server.connections == 1
+
+
+def test_queued_commits_are_sent_before_the_first_answer_is_read_and_each_settles_once(
+    stack: Stack, proxy: FaultProxy
+) -> None:
+    """Eight commits queued together: the first is held at the proxy (never answered, then dropped), and the other
+    seven still reach the authority meanwhile, so the worker wrote them all before reading any answer. The dropped one
+    is retried with its key by runcycles' commit path; every reservation ends COMMITTED at its amount, once."""
+    stack.budget("", 10_000_000)
+    client = stack.client(proxy.base_url, read_timeout=30.0)
+    reserved = []
+    for amount in range(1000, 9000, 1000):
+        body = _reserve_body(stack, amount)
+        response = client.create_reservation(body)
+        assert response.is_success and response.body is not None
+        reserved.append((str(response.body["reservation_id"]), body["idempotency_key"], amount - 1))
+    proxy.add(path="/commit", method="POST", times=1, hold=True)
+    settlement = Settlement(client)
+
+    def bodies(key: str, actual: int) -> Callable[[], tuple[dict[str, Any], dict[str, Any]]]:
+        commit = {"idempotency_key": f"commit-{key}", "actual": {"unit": UNIT, "amount": actual}}
+        event = {
+            "idempotency_key": f"event-{key}",
+            "subject": {"tenant": stack.tenant},
+            "action": {"kind": "llm.completion", "name": "openai:gpt-4o"},
+            "actual": {"unit": UNIT, "amount": actual},
+        }
+        return lambda: (commit, event)
+
+    with settlement._cond:  # the worker takes none until all eight are queued
+        tickets = [settlement.commit(rid, bodies(key, actual)) for rid, key, actual in reserved]
+    assert stack.wait_for(lambda: len(proxy.requests("/commit", "POST")) == 8)
+    first = proxy.requests("/commit", "POST")[0]
+    assert first.fault == "hold" and not settlement.wait(tickets[0], 0)
+    proxy.release_held()
+    assert settlement.flush(30)
+    assert stack.wait_for(lambda: stack.spent() == sum(actual for _, _, actual in reserved))
+    assert stack.active() == []
+    commits = [str(r.idempotency_key) for r in proxy.requests("/commit", "POST")]
+    assert sorted(set(commits)) == sorted(f"commit-{key}" for _, key, _ in reserved)
+    assert commits.count(str(first.idempotency_key)) == 2  # the held one, retried once with its key
+    settlement.close(5)
