@@ -9,7 +9,8 @@ hooks run the same synchronous code on a small thread pool and await it; a run a
 runs them inline, since it would only wait for the pool thread itself. A before-hook whose reservation was sent
 ahead (a lookahead, `_lookahead`) needs no thread either: it awaits the answer's socket on the loop (`add_reader`)
 and, once the answer is in, runs on the loop without blocking it; only if the answer is not in within the reserve
-timeout does it take the pool thread, whose read is then bounded by that timeout once more. The after-hooks do no
+timeout does it take the pool thread, whose read is then bounded by that timeout once more. The end of a run whose
+commits are already attempted has nothing to wait for, and runs on the loop too. The after-hooks do no
 network I/O and stay on the loop: they must, since they hand the span to end over to AnyAgent's `SpanEndCallback`
 through a thread-local.
 
@@ -113,6 +114,8 @@ class Governed(Protocol):
 
     def _answer_arriving(self, context: Context, span: Any, *, tool: bool) -> int | None: ...
 
+    def _run_settled(self, context: Context) -> bool: ...
+
     def before_agent_invocation(self, context: Context, *args: Any, **kwargs: Any) -> Context: ...
 
     def before_llm_call(self, context: Context, *args: Any, **kwargs: Any) -> Context: ...
@@ -155,6 +158,8 @@ class AsyncHooks(Callback):
     async def after_agent_invocation(  # type: ignore[override]
         self, context: Context, *args: Any, **kwargs: Any
     ) -> Context:
+        if self.inner._run_settled(context):  # nothing to wait for: no hop
+            return self.inner.after_agent_invocation(context, *args, **kwargs)
         return await _off_loop(self.inner.after_agent_invocation, context, args, kwargs)
 
 

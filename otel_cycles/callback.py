@@ -350,6 +350,17 @@ class CyclesBudgetCallback(Callback):
         name = str(_attributes(span).get(attr.GEN_AI_TOOL_NAME) or "unknown")
         return self._lookaheads.unread_fileno(run, {"kind": TOOL_KIND, "name": name[:256]} if tool else None)
 
+    def _run_settled(self, context: Context) -> bool:
+        """Whether the end of the run has nothing to wait for: no open reservation, no lookahead, nothing recorded
+        as an event, and its last commit or release already attempted (`_async_hooks` then ends it on the loop)."""
+        run = context.shared.get(self._state_key)
+        if not isinstance(run, RunState):
+            return True
+        with run.lock:
+            idle = not (run.keys or run.lookahead or run.tool_lookaheads or run.unreserved)
+            ticket = run.last_ticket
+        return idle and self.settle_timeout_s > 0 and (not ticket or self._settlement.wait(ticket, 0))
+
     # -- internals ------------------------------------------------------------------------------------------------
 
     def _run(self, context: Context) -> RunState:

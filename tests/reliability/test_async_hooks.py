@@ -8,10 +8,12 @@ import asyncio
 import threading
 
 from any_agent import AgentConfig, AnyAgent
+from any_agent.callbacks import Context
 
 from otel_cycles import CyclesBudgetCallback
+from otel_cycles._async_hooks import AsyncHooks
 from otel_cycles.testing import ScriptedModel
-from tests.core.agents import search_web
+from tests.core.agents import answer_naming_a_tool, hand_run, search_web
 from tests.oracle import DEFAULT_TOOL_COST, Oracle
 from tests.reliability.conftest import Stack
 from tests.reliability.fault_proxy import FaultProxy
@@ -118,3 +120,50 @@ def test_a_hook_whose_reservation_was_sent_ahead_waits_for_its_answer_on_the_loo
     ]
     assert stack.wait_for(lambda: stack.spent() == Oracle(tool_costs={"search_web": DEFAULT_TOOL_COST}).spent(governed))
     assert stack.active() == []
+
+
+def test_the_end_of_a_run_takes_the_pool_thread_only_while_it_has_a_commit_to_wait_for(
+    stack: Stack, proxy: FaultProxy
+) -> None:
+    """Two runs driven by hand, each ended through `AsyncHooks` on a loop with another task on it: the one whose
+    commit has landed ends on the loop's thread; the one whose commit is held at the proxy ends on a pool thread,
+    which waits for it without blocking the loop, and finds it attempted once the proxy lets it go."""
+    stack.budget("", 10_000_000_000)
+    client = stack.client(proxy.base_url, read_timeout=30.0)
+    callback = CyclesBudgetCallback(client=client, tenant=stack.tenant, lookahead=False)  # nothing else to drop
+    ended_on: list[bool] = []
+    original = callback.after_agent_invocation
+
+    def recording(context, *args, **kwargs):
+        ended_on.append(threading.get_ident() == loop_thread[0])
+        return original(context, *args, **kwargs)
+
+    callback.after_agent_invocation = recording  # type: ignore[method-assign]
+    hooks = AsyncHooks(callback)
+    loop_thread: list[int] = []
+
+    async def end(context: Context, release: bool) -> None:
+        loop_thread[:] = [threading.get_ident()]
+        other = asyncio.create_task(asyncio.sleep(30))  # a second task: the run is not alone on its loop
+        ending = asyncio.create_task(hooks.after_agent_invocation(context))
+        if release:
+            for _ in range(1000):  # this coroutine runs only while the loop is free
+                if proxy.requests("/commit", "POST"):
+                    break
+                await asyncio.sleep(0.01)
+            proxy.release_held()
+        await asyncio.wait_for(ending, timeout=60)
+        other.cancel()
+
+    settled, _ = hand_run(callback)
+    answer_naming_a_tool(callback, settled)
+    assert callback._settlement.flush(30)
+    asyncio.run(end(settled, release=False))
+
+    proxy.add(path="/commit", method="POST", times=1, hold=True)
+    held, _ = hand_run(callback)
+    answer_naming_a_tool(callback, held)
+    asyncio.run(end(held, release=True))
+
+    assert ended_on == [True, False]
+    assert stack.wait_for(lambda: stack.active() == [])
