@@ -7,13 +7,12 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from any_agent import AgentConfig, AnyAgent
 from any_agent.callbacks import Context
 
 from otel_cycles import CyclesBudgetCallback
 from otel_cycles._async_hooks import AsyncHooks
 from otel_cycles.testing import ScriptedModel
-from tests.core.agents import answer_naming_a_tool, hand_run, search_web
+from tests.core.agents import answer_naming_a_tool, hand_run, make_agent
 from tests.oracle import DEFAULT_TOOL_COST, Oracle
 from tests.reliability.conftest import Stack
 from tests.reliability.fault_proxy import FaultProxy
@@ -26,16 +25,7 @@ def test_a_held_reservation_does_not_block_the_event_loop(stack: Stack, proxy: F
     # (fail-closed) only after the test's own waits gave up.
     callback = CyclesBudgetCallback(client=stack.client(proxy.base_url, read_timeout=30.0), tenant=stack.tenant)
     with ScriptedModel(tool_rounds=1) as model:
-        agent = AnyAgent.create(
-            "tinyagent",
-            AgentConfig(
-                model_id="openai:gpt-4o",
-                api_base=model.base_url,
-                api_key="sk-fake",
-                tools=[search_web],
-                callbacks=[callback],
-            ),
-        )
+        agent = make_agent(model, [callback])
 
         configured = list(agent.config.callbacks)
 
@@ -86,16 +76,7 @@ def test_a_hook_whose_reservation_was_sent_ahead_waits_for_its_answer_on_the_loo
 
     callback = Recording(client=stack.client(proxy.base_url, read_timeout=30.0), tenant=stack.tenant)
     with ScriptedModel(tool_rounds=1) as model:
-        agent = AnyAgent.create(
-            "tinyagent",
-            AgentConfig(
-                model_id="openai:gpt-4o",
-                api_base=model.base_url,
-                api_key="sk-fake",
-                tools=[search_web],
-                callbacks=[callback],
-            ),
-        )
+        agent = make_agent(model, [callback])
 
         async def scenario() -> None:
             loop_thread.append(threading.get_ident())
