@@ -6,12 +6,17 @@ and the end-of-run wait run on the hook pool, see `otel_cycles._async_hooks`, an
 thread from /proc (Linux only), so the agent's own work, the hook pool and the settlement worker
 are told apart.
 
-Run: `python -m benchmarks.profile_run [--calls 8] [--model-ms 20] [--runs 30]` (prints a Markdown table).
+With `--concurrent N`, each of the `--runs` is a wave of N `run_async` runs under one event loop (the waves of
+`bench_agents`), and the figures are per wave.
+
+Run: `python -m benchmarks.profile_run [--calls 8] [--model-ms 20] [--runs 30] [--concurrent N]` (prints a Markdown
+table).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import collections
 import functools
 import os
@@ -76,7 +81,7 @@ class _CountedOutcomes:
         self.inner.add(amount, attributes, *args, **kwargs)
 
 
-def profile(calls: int, model_ms: int, runs: int, framework: str, tool_ms: int = 0) -> str:
+def profile(calls: int, model_ms: int, runs: int, framework: str, tool_ms: int = 0, concurrent: int = 0) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         authority, base_url = start_server(os.path.join(tmp, "bench.db"))
         server, model_url = start_model(model_ms, calls - 1)
@@ -87,8 +92,20 @@ def profile(calls: int, model_ms: int, runs: int, framework: str, tool_ms: int =
             callback = next(c for c in agent.config.callbacks if isinstance(c, CyclesBudgetCallback))
             processor = ensure_processor()
             assert isinstance(processor, CyclesSpanProcessor)
+            loop = asyncio.new_event_loop()
+
+            def run() -> None:
+                if not concurrent:
+                    agent.run(PROMPT)
+                    return
+
+                async def wave() -> None:
+                    await asyncio.gather(*(agent.run_async(PROMPT) for _ in range(concurrent)))
+
+                loop.run_until_complete(wave())
+
             for _ in range(3):
-                agent.run(PROMPT)
+                run()
             times: dict[str, list[float]] = {name: [] for name, _ in PHASES}
             for name, _ in PHASES:
                 owner: Any = processor if name == "on_end" else callback
@@ -100,20 +117,21 @@ def profile(calls: int, model_ms: int, runs: int, framework: str, tool_ms: int =
             total_cpu = time.process_time()
             for _ in range(runs):
                 started = time.perf_counter()
-                agent.run(PROMPT)
+                run()
                 walls.append(time.perf_counter() - started)
             cpu_after = _thread_cpu()
             total_cpu = time.process_time() - total_cpu
             metrics.lookahead = counted.inner
+            loop.close()
         finally:
             stop(server)
             authority.terminate()
             authority.wait(10)
+    per = f"wave of {concurrent} concurrent runs" if concurrent else "run"
     lines = [
-        f"{framework}, {calls} LLM calls per run, {model_ms} ms model latency, {tool_ms} ms tool latency, {runs} runs; "
-        f"median run "
-        f"{statistics.median(walls) * 1000:.1f} ms.\n",
-        "| phase | calls per run | wall ms per call (median) | wall ms per run | what it does |",
+        f"{framework}, {calls} LLM calls per run, {model_ms} ms model latency, {tool_ms} ms tool latency, {runs} "
+        f"{'waves' if concurrent else 'runs'}; median {per} {statistics.median(walls) * 1000:.1f} ms.\n",
+        f"| phase | calls per {per} | wall ms per call (median) | wall ms per {per} | what it does |",
         "|---|---|---|---|---|",
     ]
     for name, what in PHASES:
@@ -124,9 +142,12 @@ def profile(calls: int, model_ms: int, runs: int, framework: str, tool_ms: int =
                 f"| {sum(samples) * 1000 / runs:.2f} | {what} |"
             )
     outcomes = ", ".join(f"{name} {n}" for name, n in sorted(counted.outcomes.items())) or "none"
-    lines += ["", f"Process CPU per run: {total_cpu * 1000 / runs:.1f} ms.", ""]
-    lines += [f"Lookahead outcomes over the {runs} runs (`cycles.lookahead`): {outcomes}.", ""]
-    lines += ["| thread | CPU ms per run |", "|---|---|"]
+    lines += ["", f"Process CPU per {per}: {total_cpu * 1000 / runs:.1f} ms.", ""]
+    lines += [
+        f"Lookahead outcomes over the {runs} {'waves' if concurrent else 'runs'} (`cycles.lookahead`): {outcomes}.",
+        "",
+    ]
+    lines += [f"| thread | CPU ms per {per} |", "|---|---|"]
     used = {name: cpu_after.get(name, 0.0) - cpu_before.get(name, 0.0) for name in cpu_after}
     for name, seconds in sorted(used.items(), key=lambda item: -item[1]):
         if seconds > 0:
@@ -141,8 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tool-ms", type=int, default=0)
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--framework", default="tinyagent")
+    parser.add_argument("--concurrent", type=int, default=0, help="runs per wave under one event loop (0: one run)")
     args = parser.parse_args(argv)
-    print(profile(args.calls, args.model_ms, args.runs, args.framework, args.tool_ms))
+    print(profile(args.calls, args.model_ms, args.runs, args.framework, args.tool_ms, args.concurrent))
     return 0
 
 
