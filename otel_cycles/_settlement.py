@@ -56,7 +56,7 @@ _PREPARE_WAIT_S = 1.0
 
 
 PIPELINE = 16
-"""Most commits the worker sends before reading the first answer (`_attempt_pipelined`)."""
+"""Most commits the worker sends before reading the first answer (`_attempt`)."""
 
 
 CommitBodies = Callable[[], tuple[dict[str, Any], dict[str, Any]]]
@@ -187,7 +187,7 @@ class _JournalOnceEngine(CommitRetryEngine):
 
 
 class _PrefetchedAnswers:
-    """`client`, except that a commit whose answer the worker already read (`_attempt_pipelined`) gets that answer
+    """`client`, except that a commit whose answer the worker already read (`_attempt`) gets that answer
     instead of a second request: the first attempt of runcycles' commit path. Retries find none and send."""
 
     def __init__(self, client: CyclesClient) -> None:
@@ -299,7 +299,7 @@ class Settlement:
                     return True
                 op = self._take()
             with self._client.bounded(max(0.001, deadline - time.monotonic())):
-                self._attempt(op)
+                self._attempt([op])
 
     def outstanding(self) -> int:
         """The ticket of the newest queued operation if any is not attempted yet, else 0 (nothing in flight)."""
@@ -448,18 +448,10 @@ class Settlement:
                 if not self._queue:
                     return
                 batch = [self._take()]
-                while (
-                    len(batch) < PIPELINE
-                    and self._queue
-                    and self._queue[0].kind == "commit"
-                    and batch[0].kind == "commit"
-                    and isinstance(self._client, LeanCyclesClient)
-                ):
-                    batch.append(self._queue.popleft())
-            if len(batch) == 1:
-                self._attempt(batch[0])
-            else:
-                self._attempt_pipelined(batch)
+                if batch[0].kind == "commit" and isinstance(self._client, LeanCyclesClient):
+                    while len(batch) < PIPELINE and self._queue and self._queue[0].kind == "commit":
+                        batch.append(self._queue.popleft())
+            self._attempt(batch)
 
     def _free(self) -> bool:
         """Something is queued and nobody is sending: the next operation may be taken. With _cond held."""
@@ -468,41 +460,24 @@ class Settlement:
     def _take(self) -> _Op:
         """The next operation, now owned by the caller, who must `_attempt` it. With _cond held and `_free()`.
 
-        One operation is attempted at a time (the worker's or a `settle` caller's), so tickets are attempted in order.
+        One operation, or the worker's batch, is attempted at a time (the worker's or a `settle` caller's), so tickets
+        are attempted in order.
         """
         self._preparing = True  # `journal_pending` waits for it to be deferred in the engine
         return self._queue.popleft()
 
-    def _attempt(self, op: _Op) -> None:
-        """Send `op` (taken with `_take`) on this thread and mark it attempted."""
-        try:
-            ready = self._prepare(op)  # without _cond: a span ending meanwhile must not wait for a body build
-        finally:
-            with self._cond:
-                self._preparing = False
-                self._request_started = time.monotonic()
-                self._busy.set()
-                self._cond.notify_all()
-        try:
-            if ready:
-                self._execute(op)
-        except Exception:
-            metrics.settlement_errors.add(1, {"error.type": "internal", "cycles.operation": op.kind})
-            logger.exception("otel-cycles failed to settle reservation %s", op.reservation_id)
-        with self._cond:
-            self._request_started = None
-            self._attempted = max(self._attempted, op.ticket)
-            self._cond.notify_all()
+    def _attempt(self, batch: list[_Op]) -> None:
+        """Send the operations of `batch` on this thread and mark each attempted as soon as it is handled.
 
-    def _attempt_pipelined(self, batch: list[_Op]) -> None:
-        """Send the commits of `batch` (taken together by the worker) one after the other without waiting, then
-        read their answers in order, each handed to runcycles' commit path as the answer of its first attempt
-        (`_PrefetchedAnswers`), which classifies it, retries and journals as for a commit sent on its own. A burst of
-        span ends (16 runs answered at once) then costs about one round trip instead of one each, and the end of a
-        run waits less for its last commit. Each operation is marked attempted as soon as its answer is handled."""
-        ready = []
+        `batch` is one operation taken with `_take`, or, from the worker, consecutive commits taken with it. Several
+        commits are pipelined: all are written one after the other without waiting, then their answers are read in
+        order, each handed to runcycles' commit path as the answer of its first attempt (`_PrefetchedAnswers`), which
+        classifies it, retries and journals as for a commit sent on its own. A burst of span ends (16 runs answered
+        at once) then costs about one round trip instead of one each.
+        """
+        ready: list[bool] = []
         try:
-            for op in batch:
+            for op in batch:  # without _cond: a span ending meanwhile must not wait for a body build
                 ready.append(self._prepare(op))
         finally:
             ready += [False] * (len(batch) - len(ready))
@@ -511,15 +486,7 @@ class Settlement:
                 self._request_started = time.monotonic()
                 self._busy.set()
                 self._cond.notify_all()
-        sent: list[Exchange | None] = [None] * len(batch)
-        if not self._breaker.is_open():
-            assert isinstance(self._client, LeanCyclesClient)
-            timeout = max(self._client._config.connect_timeout, self._client._config.read_timeout)
-            with suppressed_instrumentation():
-                for index, op in enumerate(batch):
-                    if ready[index]:
-                        path = f"{RESERVATIONS_PATH}/{op.reservation_id}/commit"
-                        sent[index] = self._client.start_post(path, op.body, timeout)
+        sent = self._send_ahead(batch, ready) if len(batch) > 1 else [None]
         for op, ok, exchange in zip(batch, ready, sent, strict=True):
             try:
                 if exchange is not None:
@@ -538,6 +505,21 @@ class Settlement:
         with self._cond:
             self._request_started = None
             self._cond.notify_all()
+
+    def _send_ahead(self, batch: list[_Op], ready: list[bool]) -> list[Exchange | None]:
+        """Write the commit of each ready operation of `batch` on its own pooled connection (none while the authority
+        is known down: `_execute` then journals them); their answers are read later, in order."""
+        if self._breaker.is_open():
+            return [None] * len(batch)
+        assert isinstance(self._client, LeanCyclesClient)
+        timeout = max(self._client._config.connect_timeout, self._client._config.read_timeout)
+        with suppressed_instrumentation():
+            return [
+                self._client.start_post(f"{RESERVATIONS_PATH}/{op.reservation_id}/commit", op.body, timeout)
+                if ok
+                else None
+                for op, ok in zip(batch, ready, strict=True)
+            ]
 
     def _prepare(self, op: _Op) -> bool:
         """Build a commit's bodies and defer its journal write: the journal guard writes it if the request outlives

@@ -270,7 +270,7 @@ class CyclesBudgetCallback(Callback):
     def before_tool_execution(self, context: Context, *args: Any, **kwargs: Any) -> Context:
         span = _frameworks.started_span(context)
         run = self._run(context)
-        tool = str(_attributes(span).get(attr.GEN_AI_TOOL_NAME) or "unknown")
+        tool = _tool_name(span)
         with run.lock:
             hidden_llm, run.warned_hidden_llm = run.llm_calls == 0 and not run.warned_hidden_llm, True
         if hidden_llm:
@@ -347,8 +347,8 @@ class CyclesBudgetCallback(Callback):
         run = context.shared.get(self._state_key)
         if not isinstance(run, RunState):
             return None
-        name = str(_attributes(span).get(attr.GEN_AI_TOOL_NAME) or "unknown")
-        return self._lookaheads.unread_fileno(run, {"kind": TOOL_KIND, "name": name[:256]} if tool else None)
+        action = {"kind": TOOL_KIND, "name": _tool_name(span)[:256]} if tool else None
+        return self._lookaheads.unread_fileno(run, action)
 
     def _run_settled(self, context: Context) -> bool:
         """Whether the end of the run has nothing to wait for: no open reservation, no lookahead, nothing recorded
@@ -625,6 +625,10 @@ class CyclesBudgetCallback(Callback):
 def _attributes(span: Any) -> Mapping[str, Any]:
     values = getattr(span, "attributes", None)
     return values if isinstance(values, Mapping) else {}
+
+
+def _tool_name(span: Any) -> str:
+    return str(_attributes(span).get(attr.GEN_AI_TOOL_NAME) or "unknown")
 
 
 def _status_code(span: Any) -> StatusCode | None:
