@@ -368,9 +368,10 @@ def test_https_verifies_the_server_certificate(tmp_path: Path, monkeypatch: pyte
 def test_queued_commits_are_sent_before_the_first_answer_is_read_and_each_settles_once(
     stack: Stack, proxy: FaultProxy
 ) -> None:
-    """Eight commits queued together: the first is held at the proxy (never answered, then dropped), and the other
-    seven still reach the authority meanwhile, so the worker wrote them all before reading any answer. The dropped one
-    is retried with its key by runcycles' commit path; every reservation ends COMMITTED at its amount, once."""
+    """Eight commits queued together: the first to reach the proxy is held (never answered, then dropped), and the
+    other seven still reach the authority meanwhile, so the worker wrote them all before reading any answer. The
+    dropped one is retried with its key by runcycles' commit path; every reservation ends COMMITTED at its amount,
+    once."""
     stack.budget("", 10_000_000)
     client = stack.client(proxy.base_url, read_timeout=30.0)
     reserved = []
@@ -395,8 +396,10 @@ def test_queued_commits_are_sent_before_the_first_answer_is_read_and_each_settle
     with settlement._cond:  # the worker takes none until all eight are queued
         tickets = [settlement.commit(rid, bodies(key, actual)) for rid, key, actual in reserved]
     assert stack.wait_for(lambda: len(proxy.requests("/commit", "POST")) == 8)
+    # The proxy holds whichever commit reaches it first, not necessarily the first one written.
     first = proxy.requests("/commit", "POST")[0]
-    assert first.fault == "hold" and not settlement.wait(tickets[0], 0)
+    held = next(t for t, (_, key, _) in zip(tickets, reserved, strict=True) if first.idempotency_key == f"commit-{key}")
+    assert first.fault == "hold" and not settlement.wait(held, 0)
     proxy.release_held()
     assert settlement.flush(30)
     assert stack.wait_for(lambda: stack.spent() == sum(actual for _, _, actual in reserved))
