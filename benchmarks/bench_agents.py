@@ -16,7 +16,9 @@ same difference, divided by the governed calls of a run; the authority's CPU (it
 
 Concurrency: N runs of one agent at once under one event loop (`asyncio.gather` of `run_async`), 50 ms model
 latency, 2 LLM calls + 1 tool call per run (tinyagent: + its final-answer tool call); overhead per wave = the wave's
-wall time minus the baseline wave's.
+wall time minus the baseline wave's. The waves add the guide's recipe made async-native (`guide_async`, see
+`benchmarks.guide_async`: coroutine hooks on raw asyncio streams, nothing but the requests), the least a design that
+reserves before and commits after every call can cost runs sharing a loop.
 
 Run: `python -m benchmarks.bench_agents [--quick] [--no-write] [--also ours_no_lookahead]` (`--quick`: fewer rounds
 and rows; `--also`: a variant beside otel-cycles in the rows' rounds, to weigh a design choice, see `EXTRA_VARIANTS`).
@@ -49,6 +51,7 @@ from runcycles import CyclesClient, CyclesConfig
 
 from benchmarks._results import RESULTS_DIR, write_json, write_section
 from benchmarks.bench_authority import setup, start_server
+from benchmarks.guide_async import AsyncGuideBudgetCallback
 from benchmarks.guide_recipe import GuideBudgetCallback
 from otel_cycles import CyclesBudgetCallback
 from otel_cycles._lean_client import lean_client
@@ -56,9 +59,10 @@ from otel_cycles._lean_client import lean_client
 VARIANTS = ("none", "guide", "guide_lean", "ours", "ours_nowait")
 """`guide_lean`: the guide's recipe through our transport (the floor, see above); `ours_nowait`: otel-cycles with
 `settle_timeout_s=0` (the end of a run does not wait for its commits)."""
-WAVE_VARIANTS = ("none", "guide", "guide_lean", "ours")
+WAVE_VARIANTS = ("none", "guide", "guide_lean", "guide_async", "ours")
 EXTRA_VARIANTS = {
     "ours_no_lookahead": "otel-cycles with lookaheads off (`lookahead=False`): every call reserves when it comes",
+    "guide_async": "the guide's recipe async-native (`benchmarks.guide_async`; tinyagent only, which awaits hooks)",
 }
 """Variants `--also` adds to the rows, to compare a design choice side by side."""
 FRAMEWORKS = ("tinyagent", "openai")
@@ -141,6 +145,8 @@ class Env:
             return [GuideBudgetCallback(client, tenant="bench", agent="a1")]
         if variant == "guide_lean":
             return [GuideBudgetCallback(lean_client(client), tenant="bench", agent="a1")]
+        if variant == "guide_async":
+            return [AsyncGuideBudgetCallback(self.base_url, self.key, tenant="bench", agent="a1")]
         if variant == "ours":
             return [CyclesBudgetCallback(client=client, tenant="bench", agent="a1")]
         if variant == "ours_nowait":
@@ -290,7 +296,7 @@ def run_waves(env: Env, framework: str, sizes: tuple[int, ...], rounds: int) -> 
             row |= {"framework": framework, "concurrent": n, "rounds": rounds, "model_ms": WAVE_MODEL_MS}
             wave_s = {v: statistics.median(s[0] for s in samples[v]) for v in WAVE_VARIANTS}
             row["wave_ms"] = {v: wave_s[v] * 1000 for v in WAVE_VARIANTS}
-            row["governed_calls_per_s"] = {v: governed * n / wave_s[v] for v in ("guide", "guide_lean", "ours")}
+            row["governed_calls_per_s"] = {v: governed * n / wave_s[v] for v in WAVE_VARIANTS if v != "none"}
             results.append(row)
             print(_wave_line(row), flush=True)
         loop.close()
@@ -323,8 +329,10 @@ def _wave_line(r: dict[str, Any]) -> str:
     return (
         f"| {r['framework']} | {r['concurrent']} | {w['none']:.0f} / {w['guide']:.0f} / {w['ours']:.0f} ms "
         f"| {r['guide_ms']:.1f} ms | {r['guide_lean_ms']:.1f} ms ({_ratio(r, 'guide_lean_ratio')}) "
+        f"| {r['guide_async_ms']:.1f} ms ({_ratio(r, 'guide_async_ratio')}) "
         f"| {r['ours_ms']:.1f} ms | {_ratio(r, 'ratio', bold=True)} "
-        f"| {rate['guide']:,.0f} / {rate['guide_lean']:,.0f} / {rate['ours']:,.0f} "
+        f"| {rate['guide']:,.0f} / {rate['guide_lean']:,.0f} / {rate['guide_async']:,.0f} / {rate['ours']:,.0f} "
+        f"| {r['guide_async_cpu_ms_per_call']:.2f} / {r['ours_cpu_ms_per_call']:.2f} ms "
         f"| {r['guide_authority_cpu_ms']:.0f} / {r['ours_authority_cpu_ms']:.0f} ms |"
     )
 
@@ -339,9 +347,12 @@ def report(rows: list[dict[str, Any]], waves: list[dict[str, Any]], command: str
     )
     wave_head = (
         "| framework | concurrent runs | wave wall time, none / guide / ours | guide overhead per wave"
-        " | the guide's recipe on our transport, overhead per wave (ratio) | otel-cycles overhead per wave | ratio"
-        " | governed calls/s, guide / guide on our transport / ours"
-        " | authority CPU per wave, guide / ours |\n|---|---|---|---|---|---|---|---|---|"
+        " | the guide's recipe on our transport, overhead per wave (ratio)"
+        " | the guide's recipe async-native (`guide_async`), overhead per wave (ratio)"
+        " | otel-cycles overhead per wave | ratio"
+        " | governed calls/s, guide / on our transport / async-native / ours"
+        " | CPU per governed call, async-native / ours"
+        " | authority CPU per wave, guide / ours |\n|---|---|---|---|---|---|---|---|---|---|---|"
     )
     return (
         f"Command: `{command}` (results also in `benchmarks/results/agents.json`). The ratios come from the same "
@@ -357,7 +368,14 @@ def report(rows: list[dict[str, Any]], waves: list[dict[str, Any]], command: str
         + "\n"
         + "\n".join(_row_line(r) for r in rows)
         + f"\n\n**Concurrent runs** (one agent, N `run_async` runs under one event loop, {WAVE_MODEL_MS} ms model "
-        "latency, one tool round per run):\n\n" + wave_head + "\n" + "\n".join(_wave_line(r) for r in waves) + "\n"
+        "latency, one tool round per run). Runs sharing a loop overlap each other's round trips, so the guide's "
+        "recipe on our transport is no floor here: the guide's recipe made async-native (`benchmarks.guide_async`: "
+        "coroutine hooks on raw asyncio streams, no thread, nothing but the requests) shows what the protocol's own "
+        "round trips cost a wave; the rest of otel-cycles' overhead is its CPU per governed call.\n\n"
+        + wave_head
+        + "\n"
+        + "\n".join(_wave_line(r) for r in waves)
+        + "\n"
     )
 
 
@@ -376,6 +394,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown variants: {', '.join(sorted(unknown))}")
     rounds = args.rounds or (8 if args.quick else 25)
     frameworks = args.frameworks.split(",") if args.frameworks else (["tinyagent"] if args.quick else FRAMEWORKS)
+    if "guide_async" in extra and frameworks != ["tinyagent"]:
+        parser.error("--also guide_async needs --frameworks tinyagent: only tinyagent awaits coroutine hooks")
     if args.waves == "none":
         sizes: tuple[int, ...] = ()
     else:
