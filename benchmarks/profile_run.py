@@ -9,6 +9,10 @@ are told apart.
 With `--concurrent N`, each of the `--runs` is a wave of N `run_async` runs under one event loop (the waves of
 `bench_agents`), and the figures are per wave.
 
+Each governed run (or wave) alternates with the same run of the agent without a callback, so the process CPU and
+the cyclic garbage collector's work (collections per generation and their time, from `gc.callbacks`) of both are
+side by side: what governance adds that no hook shows.
+
 Run: `python -m benchmarks.profile_run [--calls 8] [--model-ms 20] [--runs 30] [--concurrent N]` (prints a Markdown
 table).
 """
@@ -19,6 +23,7 @@ import argparse
 import asyncio
 import collections
 import functools
+import gc
 import os
 import statistics
 import tempfile
@@ -44,29 +49,58 @@ PHASES = (
 
 
 def _thread_cpu() -> dict[str, float]:
-    """CPU seconds per Python thread name (the threads of a pool summed) of this process, from /proc."""
-    ticks = os.sysconf("SC_CLK_TCK")
+    """CPU seconds per Python thread name (the threads of a pool summed) of this process, from /proc (schedstat:
+    nanoseconds, finer than a wave)."""
     out: dict[str, float] = collections.defaultdict(float)
     for thread in threading.enumerate():
         try:
-            stat = (Path("/proc/self/task") / str(thread.native_id) / "stat").read_text()
+            stat = (Path("/proc/self/task") / str(thread.native_id) / "schedstat").read_text()
         except OSError:
             continue
-        fields = stat.rsplit(")", 1)[1].split()
-        out[thread.name.rstrip("_0123456789")] += (int(fields[11]) + int(fields[12])) / ticks
+        out[thread.name.rstrip("_0123456789")] += int(stat.split()[0]) / 1e9
     return out
 
 
-def _timed(record: list[float], fn: Callable[..., Any]) -> Callable[..., Any]:
+def _timed(record: list[tuple[float, float]], fn: Callable[..., Any], recording: threading.Event) -> Callable[..., Any]:
+    """`fn`, recording (wall, CPU of the thread it runs on) per call while `recording` is set: the hooks are
+    synchronous, so the thread's CPU meanwhile is theirs."""
+
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
+        if not recording.is_set():  # the span processor also sees the ungoverned runs' spans
+            return fn(*args, **kwargs)
+        started, cpu = time.perf_counter(), time.thread_time()
         try:
             return fn(*args, **kwargs)
         finally:
-            record.append(time.perf_counter() - started)
+            record.append((time.perf_counter() - started, time.thread_time() - cpu))
 
     return wrapper
+
+
+class _Collections:
+    """The cyclic garbage collector's collections per generation and their time, charged to the variant running."""
+
+    def __init__(self) -> None:
+        self.variant = ""
+        self.count: collections.Counter[tuple[str, int]] = collections.Counter()
+        self.seconds: dict[tuple[str, int], float] = collections.defaultdict(float)
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if not self.variant:
+            return
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        self.count[self.variant, info["generation"]] += 1
+        self.seconds[self.variant, info["generation"]] += time.perf_counter() - self._started
+
+    def line(self, variant: str, runs: int) -> str:
+        return ", ".join(
+            f"generation {g}: {self.count[variant, g] / runs:.1f} x, {self.seconds[variant, g] * 1000 / runs:.2f} ms"
+            for g in range(3)
+        )
 
 
 class _CountedOutcomes:
@@ -86,41 +120,55 @@ def profile(calls: int, model_ms: int, runs: int, framework: str, tool_ms: int =
         authority, base_url = start_server(os.path.join(tmp, "bench.db"))
         server, model_url = start_model(model_ms, calls - 1)
         try:
-            agent = make_agents(
-                Env(base_url, setup(base_url), authority.pid), framework, model_url, tool_ms, ("ours",)
-            )["ours"]
-            callback = next(c for c in agent.config.callbacks if isinstance(c, CyclesBudgetCallback))
+            agents = make_agents(
+                Env(base_url, setup(base_url), authority.pid), framework, model_url, tool_ms, ("none", "ours")
+            )
+            callback = next(c for c in agents["ours"].config.callbacks if isinstance(c, CyclesBudgetCallback))
             processor = ensure_processor()
             assert isinstance(processor, CyclesSpanProcessor)
             loop = asyncio.new_event_loop()
 
-            def run() -> None:
+            def run(variant: str) -> None:
                 if not concurrent:
-                    agent.run(PROMPT)
+                    agents[variant].run(PROMPT)
                     return
 
                 async def wave() -> None:
-                    await asyncio.gather(*(agent.run_async(PROMPT) for _ in range(concurrent)))
+                    await asyncio.gather(*(agents[variant].run_async(PROMPT) for _ in range(concurrent)))
 
                 loop.run_until_complete(wave())
 
             for _ in range(3):
-                run()
-            times: dict[str, list[float]] = {name: [] for name, _ in PHASES}
+                run("none")
+                run("ours")
+            times: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in PHASES}
+            recording = threading.Event()
             for name, _ in PHASES:
                 owner: Any = processor if name == "on_end" else callback
-                setattr(owner, name, _timed(times[name], getattr(owner, name)))
+                setattr(owner, name, _timed(times[name], getattr(owner, name), recording))
             walls = []
             counted = _CountedOutcomes(metrics.lookahead)
             metrics.lookahead = counted  # type: ignore[assignment]
-            cpu_before = _thread_cpu()
-            total_cpu = time.process_time()
+            garbage = _Collections()
+            gc.callbacks.append(garbage)
+            used: dict[str, float] = collections.defaultdict(float)
+            process_cpu = {"none": 0.0, "ours": 0.0}
             for _ in range(runs):
-                started = time.perf_counter()
-                run()
-                walls.append(time.perf_counter() - started)
-            cpu_after = _thread_cpu()
-            total_cpu = time.process_time() - total_cpu
+                for variant in ("none", "ours"):
+                    garbage.variant = variant
+                    cpu_before, cpu, started = _thread_cpu(), time.process_time(), time.perf_counter()
+                    if variant == "ours":
+                        recording.set()
+                    run(variant)
+                    recording.clear()
+                    wall = time.perf_counter() - started
+                    process_cpu[variant] += time.process_time() - cpu
+                    if variant == "ours":
+                        walls.append(wall)
+                        for name, seconds in _thread_cpu().items():
+                            used[name] += seconds - cpu_before.get(name, 0.0)
+            garbage.variant = ""
+            gc.callbacks.remove(garbage)
             metrics.lookahead = counted.inner
             loop.close()
         finally:
@@ -131,24 +179,33 @@ def profile(calls: int, model_ms: int, runs: int, framework: str, tool_ms: int =
     lines = [
         f"{framework}, {calls} LLM calls per run, {model_ms} ms model latency, {tool_ms} ms tool latency, {runs} "
         f"{'waves' if concurrent else 'runs'}; median {per} {statistics.median(walls) * 1000:.1f} ms.\n",
-        f"| phase | calls per {per} | wall ms per call (median) | wall ms per {per} | what it does |",
-        "|---|---|---|---|---|",
+        f"| phase | calls per {per} | wall ms per call (median) | wall ms per {per} | CPU ms per {per} "
+        "| what it does |",
+        "|---|---|---|---|---|---|",
     ]
     for name, what in PHASES:
         samples = times[name]
         if samples:
             lines.append(
-                f"| `{name}` | {len(samples) / runs:.0f} | {statistics.median(samples) * 1000:.3f} "
-                f"| {sum(samples) * 1000 / runs:.2f} | {what} |"
+                f"| `{name}` | {len(samples) / runs:.0f} | {statistics.median(w for w, _ in samples) * 1000:.3f} "
+                f"| {sum(w for w, _ in samples) * 1000 / runs:.2f} | {sum(c for _, c in samples) * 1000 / runs:.2f} "
+                f"| {what} |"
             )
+    hooks_cpu = sum(c for samples in times.values() for _, c in samples) * 1000 / runs
     outcomes = ", ".join(f"{name} {n}" for name, n in sorted(counted.outcomes.items())) or "none"
-    lines += ["", f"Process CPU per {per}: {total_cpu * 1000 / runs:.1f} ms.", ""]
     lines += [
+        "",
+        f"Process CPU per {per}: {process_cpu['ours'] * 1000 / runs:.1f} ms governed, "
+        f"{process_cpu['none'] * 1000 / runs:.1f} ms without a callback (alternating); the phases above "
+        f"{hooks_cpu:.1f} ms of it.",
+        "",
+        f"Cyclic garbage collector per {per}: governed {garbage.line('ours', runs)}; "
+        f"without a callback {garbage.line('none', runs)}.",
+        "",
         f"Lookahead outcomes over the {runs} {'waves' if concurrent else 'runs'} (`cycles.lookahead`): {outcomes}.",
         "",
     ]
-    lines += [f"| thread | CPU ms per {per} |", "|---|---|"]
-    used = {name: cpu_after.get(name, 0.0) - cpu_before.get(name, 0.0) for name in cpu_after}
+    lines += [f"| thread (governed runs) | CPU ms per {per} |", "|---|---|"]
     for name, seconds in sorted(used.items(), key=lambda item: -item[1]):
         if seconds > 0:
             lines.append(f"| {name} | {seconds * 1000 / runs:.2f} |")
